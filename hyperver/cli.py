@@ -1,0 +1,133 @@
+"""The ``hyperver`` command: a thin layer of subcommands over the library.
+
+Each subcommand is a (configure, run) pair in ``COMMANDS``; adding one never touches the others.
+Exit codes: 0 success, 1 a negative verdict (where a command has one), 2 an error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable
+
+from .config import Config, load_config
+from .errors import HyperVerError
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="experiment YAML layered over the base config")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value, e.g. --set embed.workers=1 (repeatable)")
+
+
+def _cfg(args: argparse.Namespace) -> Config:
+    return load_config(args.config, args.overrides)
+
+
+# -- cache --------------------------------------------------------------------------------------
+def _conf_cache(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["build", "stats"], help="build: align+embed what is missing; stats: counts")
+    p.add_argument("--datasets", nargs="+", default=["lfw"], help="configured dataset names (default: lfw)")
+    p.add_argument("--embedder", default=None, help="embedder to cache (default: embed.model); 'none' = crops only")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: embed.workers)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images of each dataset")
+    p.add_argument("--out", default=None, help="write the timing report as JSON here")
+
+
+def _run_cache(args: argparse.Namespace) -> int:
+    from .data import open_dataset
+    from .features import FeatureCache
+    from .reporting import write_result
+
+    cfg = _cfg(args)
+    embedder = args.embedder or cfg.get_path("embed.model")
+    embedder = None if embedder == "none" else embedder
+    reports = []
+    for name in args.datasets:
+        records = open_dataset(cfg, name).records()[: args.limit]
+        cache = FeatureCache(cfg, name, embedder)
+        if args.action == "build":
+            rep = cache.build(records, workers=args.workers).as_dict()
+        else:
+            rep = {"dataset": name, "images": len(records), **cache.alignment_stats(records),
+                   "embedded": len(records) - len(cache.embed_store.missing(cache.keys_for(records))) if cache.embed_store else 0}
+        rep["aligner"] = cache.aligner.version
+        rep["embedder"] = cache.embedder.cache_id if cache.embedder else None
+        reports.append(rep)
+        print(json.dumps(rep))
+    if args.out:
+        write_result(args.out, {"runs": reports})
+    return 0
+
+
+# -- align --------------------------------------------------------------------------------------
+def _conf_align(p: argparse.ArgumentParser) -> None:
+    p.add_argument("photo", help="a photo with exactly one face")
+    p.add_argument("-o", "--output", required=True, help="where to save the aligned crop (PNG)")
+
+
+def _run_align(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from .api import align_photo
+
+    face = align_photo(args.photo, config=_cfg(args))
+    Image.fromarray(face.crop).save(args.output)
+    print(json.dumps({"output": args.output, "landmarks": face.points("arcface5").round(2).tolist()}))
+    return 0
+
+
+# -- eval ---------------------------------------------------------------------------------------
+def _conf_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="dlib", help="embedder name (built-in or from the config's embedders)")
+    p.add_argument("--protocol", default="lfw", choices=["lfw"], help="evaluation protocol")
+    p.add_argument("--folds", nargs="+", default=["6-10"],
+                   help="fold sets to report, e.g. --folds 1-10 6-10 (default: the test folds 6-10)")
+    p.add_argument("--no-identification", action="store_true", help="skip the identification protocol")
+    p.add_argument("--out", default=None, help="results JSON path (default: results/<model>_<protocol>.json)")
+    p.add_argument("--workers", type=int, default=None)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from .eval.protocols import run_lfw_evaluation
+
+    cfg = _cfg(args)
+    report = run_lfw_evaluation(cfg, args.model, args.folds, identification=not args.no_identification,
+                                out=args.out, workers=args.workers)
+    print(report["markdown"])
+    print(f"\nwrote {report['path']}")
+    return 0
+
+
+COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
+    "eval": ("evaluate an embedder on a verification/identification protocol", _conf_eval, _run_eval),
+    "cache": ("align and embed datasets into the on-disk cache", _conf_cache, _run_cache),
+    "align": ("align one photo to the 112x112 ArcFace template", _conf_align, _run_align),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hyperver", description="HyperVer: on-device face unlock toolkit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, configure, run) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        _add_common(p)
+        configure(p)
+        p.set_defaults(func=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except HyperVerError as exc:
+        print(f"hyperver {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"hyperver {args.command}: interrupted; finished work is kept in the cache", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

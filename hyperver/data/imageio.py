@@ -1,0 +1,91 @@
+"""Safe image loading: every way an image can be bad becomes a specific ImageError."""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import ImageError
+
+ImageSource = Union[str, os.PathLike, bytes, bytearray, np.ndarray]
+
+DEFAULT_MAX_BYTES = 20_000_000
+DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MIN_SIDE = 32
+
+
+def read_bytes(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes:
+    """Read a file's bytes with clear errors for missing, empty or oversized files."""
+    p = Path(path)
+    if not p.exists():
+        raise ImageError(f"image file not found: {p}")
+    if not p.is_file():
+        raise ImageError(f"not a regular file: {p}")
+    size = p.stat().st_size
+    if size == 0:
+        raise ImageError(f"image file is empty: {p}")
+    if size > max_bytes:
+        raise ImageError(f"image file is too large: {p} has {size} bytes, limit {max_bytes}")
+    try:
+        return p.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"image file is unreadable: {p}: {exc.strerror or exc}") from exc
+
+
+def decode_image(data: bytes | bytearray, name: str = "<bytes>", max_bytes: int = DEFAULT_MAX_BYTES,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = DEFAULT_MIN_SIDE) -> np.ndarray:
+    """Decode encoded image bytes to an RGB uint8 array (H, W, 3), honouring EXIF orientation."""
+    if len(data) == 0:
+        raise ImageError(f"image is empty: {name}")
+    if len(data) > max_bytes:
+        raise ImageError(f"image is too large: {name} has {len(data)} bytes, limit {max_bytes}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(bytes(data)))
+            width, height = img.size
+            if width * height > max_pixels:
+                raise ImageError(
+                    f"image dimensions too large: {name} is {width}x{height}, limit {max_pixels} pixels")
+            img.load()
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"not an image (unknown format): {name}") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"image dimensions too large: {name}: {exc}") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"image is corrupt or truncated: {name}: {exc}") from None
+    if min(img.size) < min_side:
+        raise ImageError(f"image too small: {name} is {img.size[0]}x{img.size[1]}, need >= {min_side} px a side")
+    img = ImageOps.exif_transpose(img)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+def load_image(source: ImageSource, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
+               min_side: int = DEFAULT_MIN_SIDE) -> np.ndarray:
+    """Load a path, encoded bytes or an array into an RGB uint8 array (H, W, 3)."""
+    if isinstance(source, np.ndarray):
+        return as_rgb_array(source)
+    if isinstance(source, (bytes, bytearray)):
+        return decode_image(source, "<bytes>", max_bytes, max_pixels, min_side)
+    data = read_bytes(source, max_bytes)
+    return decode_image(data, str(source), max_bytes, max_pixels, min_side)
+
+
+def as_rgb_array(array: np.ndarray) -> np.ndarray:
+    """Validate an in-memory image: uint8, (H, W) or (H, W, 3|4)."""
+    if array.dtype != np.uint8:
+        raise ImageError(f"image array must be uint8, got {array.dtype}")
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise ImageError(f"image array must have shape (H, W), (H, W, 3) or (H, W, 4), got {array.shape}")
+    return np.ascontiguousarray(array[:, :, :3])
