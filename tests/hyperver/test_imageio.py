@@ -1,0 +1,73 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hyperver.data.imageio import decode_image, load_image
+from hyperver.errors import ImageError
+
+
+def _jpeg(w=64, h=48, mode="RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, (w, h), 128).save(buf, format="JPEG" if mode != "RGBA" else "PNG")
+    return buf.getvalue()
+
+
+def test_loads_real_lfw_image(lfw_images):
+    img = load_image(lfw_images / "Zico" / "Zico_0001.jpg")
+    assert img.shape == (250, 250, 3) and img.dtype == np.uint8
+
+
+def test_missing_empty_and_non_image_files(tmp_path):
+    with pytest.raises(ImageError, match="not found"):
+        load_image(tmp_path / "missing.jpg")
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageError, match="empty"):
+        load_image(empty)
+    text = tmp_path / "notes.jpg"
+    text.write_bytes(b"this is not an image at all, just text bytes")
+    with pytest.raises(ImageError, match="not an image"):
+        load_image(text)
+    with pytest.raises(ImageError, match="not a regular file"):
+        load_image(tmp_path)
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    p = tmp_path / "locked.jpg"
+    p.write_bytes(_jpeg())
+    # Permissions do not stop root (CI runs as root), so simulate the OS refusing the read.
+    from pathlib import Path
+
+    def deny(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", deny)
+    with pytest.raises(ImageError, match="unreadable.*Permission denied"):
+        load_image(p)
+
+
+def test_truncated_image(lfw_images):
+    data = (lfw_images / "Zico" / "Zico_0001.jpg").read_bytes()
+    with pytest.raises(ImageError, match="corrupt or truncated"):
+        decode_image(data[: len(data) // 2])
+
+
+def test_size_limits():
+    with pytest.raises(ImageError, match="too large"):
+        decode_image(_jpeg(), max_bytes=10)
+    with pytest.raises(ImageError, match="dimensions too large"):
+        decode_image(_jpeg(400, 300), max_pixels=100 * 100)
+    with pytest.raises(ImageError, match="too small"):
+        decode_image(_jpeg(20, 20))
+
+
+def test_modes_and_arrays():
+    assert decode_image(_jpeg(mode="L")).shape == (48, 64, 3)
+    assert decode_image(_jpeg(mode="RGBA")).shape == (48, 64, 3)
+    assert load_image(np.zeros((40, 40), np.uint8)).shape == (40, 40, 3)
+    with pytest.raises(ImageError, match="uint8"):
+        load_image(np.zeros((40, 40, 3), np.float32))
+    with pytest.raises(ImageError, match="shape"):
+        load_image(np.zeros((40, 40, 2), np.uint8))
