@@ -99,10 +99,25 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- supernet-train -----------------------------------------------------------------------------
+def _conf_supernet_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in supernet.checkpoint_dir")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop with a checkpoint after this long")
+
+
+def _run_supernet_train(args: argparse.Namespace) -> int:
+    from .descriptor.train import run_supernet_training
+
+    print(json.dumps(run_supernet_training(_cfg(args), resume=args.resume, max_minutes=args.max_minutes)))
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "eval": ("evaluate an embedder on a verification/identification protocol", _conf_eval, _run_eval),
     "cache": ("align and embed datasets into the on-disk cache", _conf_cache, _run_cache),
     "align": ("align one photo to the 112x112 ArcFace template", _conf_align, _run_align),
+    "supernet-train": ("train the face SuperNet (progressive shrinking; torchrun for multi-process)",
+                       _conf_supernet_train, _run_supernet_train),
 }
 
 

@@ -1,0 +1,54 @@
+"""SuperNet weights as safetensors (fp16 by default) with their construction config as metadata."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .elastic import OFAMobileNetV3
+from .static import space_from_config
+
+FORMAT = "hyperver-supernet-v1"
+
+
+def save_supernet(net: OFAMobileNetV3, path: str | Path, dtype: torch.dtype = torch.float16,
+                  extra: dict | None = None) -> Path:
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in net.state_dict().items()}
+    meta = {"format": FORMAT, "config": json.dumps(net.supernet_config()), **{k: json.dumps(v) for k, v in (extra or {}).items()}}
+    save_file(tensors, str(path), metadata=meta)
+    return path
+
+
+def _build(config: dict) -> OFAMobileNetV3:
+    return OFAMobileNetV3(space=space_from_config(config), width_mult=float(config["width_mult"]),
+                          embed_dim=int(config["embed_dim"]), input_size=int(config["input_size"]))
+
+
+def load_supernet(path: str | Path) -> OFAMobileNetV3:
+    """From a safetensors export or a training checkpoint (``last.pt``, loaded with weights_only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"SuperNet weights not found: {path}")
+    if path.suffix == ".pt":
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        net = _build(json.loads(ckpt["supernet"]))
+        net.load_state_dict(ckpt["net"])
+        return net.eval()
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:
+        raise ValueError(f"corrupt or unreadable SuperNet file {path}: {exc}") from exc
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a {FORMAT} file (format={meta.get('format')!r})")
+    net = _build(json.loads(meta["config"]))
+    net.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in state.items()})
+    return net.eval()
