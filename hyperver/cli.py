@@ -112,12 +112,58 @@ def _run_supernet_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- supernet-export / supernet-report ------------------------------------------------------------
+def _conf_supernet_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", required=True, help="architecture JSON ({'d','k','e'}); 'largest' or 'smallest' also work")
+    p.add_argument("--weights", required=True, help="SuperNet weights (.safetensors or a training checkpoint .pt)")
+    p.add_argument("--out-dir", required=True, help="folder for <name>.safetensors/.arch.json/.onnx/.tflite")
+    p.add_argument("--name", default="descriptor")
+    p.add_argument("--no-tflite", action="store_true")
+
+
+def _run_supernet_export(args: argparse.Namespace) -> int:
+    from supernet.io import load_supernet
+    from supernet.space import load_arch
+
+    from .descriptor.data import load_face_tensors
+    from .descriptor.report import export_subnet
+
+    cfg = _cfg(args)
+    net = load_supernet(args.weights)
+    arch = getattr(net.space, args.arch)() if args.arch in ("largest", "smallest") else load_arch(args.arch, net.space)
+    calib = load_face_tensors(cfg, ["lfw_train", "celeba"], cfg.get_path("supernet.teacher"))
+    res = export_subnet(net, arch, args.out_dir, calib, name=args.name, bn_images=int(cfg.get_path("supernet.bn_images")),
+                        tflite=not args.no_tflite)
+    print(json.dumps(res["files"], indent=1))
+    return 0
+
+
+def _conf_supernet_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", required=True, help="SuperNet weights (.safetensors or checkpoint .pt)")
+    p.add_argument("--history", default=None, help="training history.json for the curves PNG")
+    p.add_argument("--random", type=int, default=5, help="random subnets between the largest and smallest")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="results/supernet_subnets_lfw.json")
+
+
+def _run_supernet_report(args: argparse.Namespace) -> int:
+    from .descriptor.report import run_supernet_report
+
+    run_supernet_report(_cfg(args), args.weights, args.out, args.random, args.seed, args.history)
+    print(f"wrote {args.out}")
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "eval": ("evaluate an embedder on a verification/identification protocol", _conf_eval, _run_eval),
     "cache": ("align and embed datasets into the on-disk cache", _conf_cache, _run_cache),
     "align": ("align one photo to the 112x112 ArcFace template", _conf_align, _run_align),
     "supernet-train": ("train the face SuperNet (progressive shrinking; torchrun for multi-process)",
                        _conf_supernet_train, _run_supernet_train),
+    "supernet-export": ("export one subnet: safetensors + arch JSON + ONNX + TFLite", _conf_supernet_export,
+                        _run_supernet_export),
+    "supernet-report": ("evaluate largest/smallest/random subnets on the LFW test folds", _conf_supernet_report,
+                        _run_supernet_report),
 }
 
 

@@ -37,8 +37,13 @@ def build_trainer(cfg: Config, log=print) -> tuple[ProgressiveShrinkingTrainer, 
         torch.set_num_threads(int(sc["threads"]))
     limit = sc.get("limit_per_source")
     t0 = time.time()
+    # Under torchrun, rank 0 fills the feature cache first; the others then only read it.
+    if is_distributed() and torch.distributed.get_rank() != 0:
+        torch.distributed.barrier()
     train = load_face_tensors(cfg, sc["sources"], sc["teacher"], int(sc["min_images_per_label"]), limit)
     val = load_validation_set(cfg, sc["teacher"], limit)
+    if is_distributed() and torch.distributed.get_rank() == 0:
+        torch.distributed.barrier()
     if train.teacher.shape[1] != int(sc["embed_dim"]):
         raise ConfigError(f"supernet.embed_dim={sc['embed_dim']} but the teacher {sc['teacher']!r} gives "
                           f"{train.teacher.shape[1]}-D embeddings")
@@ -72,6 +77,10 @@ def run_supernet_training(cfg: Config, resume: bool = False, max_minutes: float 
     budget = max_minutes if max_minutes is not None else cfg.get_path("supernet.max_minutes")
     state = trainer.train(max_minutes=budget)
     done = state.phase >= len(trainer.cfg.phases)
-    (trainer.ckpt_dir / "history.json").write_text(json.dumps(state.history, indent=1))
+    if not is_distributed() or torch.distributed.get_rank() == 0:
+        (trainer.ckpt_dir / "history.json").write_text(json.dumps(state.history, indent=1))
+    if is_distributed():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return {"finished": done, "phase": state.phase, "step": state.global_step, "elapsed_min": state.elapsed_s / 60,
             "checkpoint": str(trainer.checkpoint_path)}
