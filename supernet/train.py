@@ -49,6 +49,7 @@ class Phase:
 class TrainerConfig:
     phases: list[Phase]
     batch_size: int = 64
+    optimizer: str = "sgd"                  # "sgd" (OFA's choice, Nesterov) or "adamw"
     weight_decay: float = 3e-5
     momentum: float = 0.9
     warmup_steps: int = 200
@@ -58,6 +59,7 @@ class TrainerConfig:
     grad_clip: float = 5.0
     seed: int = 0
     threads: int = 0                        # 0: leave torch's default
+    channels_last: bool = False             # ~1.6x faster depthwise convs on CPU (measured)
 
 
 @dataclass
@@ -67,6 +69,13 @@ class TrainState:
     global_step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     elapsed_s: float = 0.0
+
+
+OPTIMIZERS: dict[str, Callable[[list, "TrainerConfig"], torch.optim.Optimizer]] = {
+    "sgd": lambda params, c: torch.optim.SGD(params, lr=c.phases[0].lr, momentum=c.momentum,
+                                             weight_decay=c.weight_decay, nesterov=True),
+    "adamw": lambda params, c: torch.optim.AdamW(params, lr=c.phases[0].lr, weight_decay=c.weight_decay),
+}
 
 
 def is_distributed() -> bool:
@@ -100,12 +109,13 @@ class ProgressiveShrinkingTrainer:
         self.evaluate = evaluate
         self.log = log
         self.state = TrainState()
+        if config.channels_last:
+            net.to(memory_format=torch.channels_last)
         self.model: nn.Module = net
         if is_distributed():
             self.model = nn.parallel.DistributedDataParallel(net, find_unused_parameters=True)
         params = [p for p in list(net.parameters()) + list(loss_module.parameters()) if p.requires_grad]
-        self.optimizer = torch.optim.SGD(params, lr=config.phases[0].lr, momentum=config.momentum,
-                                         weight_decay=config.weight_decay, nesterov=True)
+        self.optimizer = OPTIMIZERS[config.optimizer](params, config)
         self._stop = False
 
     # -- schedule -------------------------------------------------------------------------------
@@ -192,7 +202,7 @@ class ProgressiveShrinkingTrainer:
                     self.state.step_in_phase += 1
                     self.state.global_step += 1
                     bar.update(1)
-                    bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if k in ("loss", "cos", "arc")})
+                    bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if k in ("loss", "cos", "ccos", "arc")})
                     if self.state.global_step % 50 == 0:
                         self.state.history.append({"phase": phase.name, "step": self.state.global_step, **logs})
                     if self.cfg.eval_every_steps and self.state.global_step % self.cfg.eval_every_steps == 0:
@@ -231,7 +241,10 @@ class ProgressiveShrinkingTrainer:
         archs = self._step_archs(phase, rng)
         for arch in archs:
             self.net.set_active(arch)
-            emb = self.model(batch["image"])
+            image = batch["image"]
+            if self.cfg.channels_last:
+                image = image.contiguous(memory_format=torch.channels_last)
+            emb = self.model(image)
             loss, parts = self.loss_fn(emb, batch)
             (loss / len(archs)).backward()
             for k, v in parts.items():

@@ -53,10 +53,12 @@ def build_trainer(cfg: Config, log=print) -> tuple[ProgressiveShrinkingTrainer, 
                          input_size=int(sc["input_size"]))
     loss = DistillArcFaceLoss(train.n_classes, int(sc["embed_dim"]), train.teacher.mean(0), **sc["loss"])
     phases = [Phase(**p) for p in sc["phases"]]
-    tcfg = TrainerConfig(phases=phases, batch_size=int(sc["batch_size"]), weight_decay=float(sc["weight_decay"]),
+    tcfg = TrainerConfig(phases=phases, batch_size=int(sc["batch_size"]), optimizer=str(sc["optimizer"]),
+                         weight_decay=float(sc["weight_decay"]),
                          warmup_steps=int(sc["warmup_steps"]), checkpoint_minutes=float(sc["checkpoint_minutes"]),
                          eval_every_steps=int(sc["eval_every_steps"]), grad_clip=float(sc["grad_clip"]),
-                         seed=int(sc["seed"]), threads=int(sc["threads"] or 0))
+                         seed=int(sc["seed"]), threads=int(sc["threads"] or 0),
+                         channels_last=bool(sc["channels_last"]))
     world = torch.distributed.get_world_size() if is_distributed() else 1
     size, bs, aug = int(sc["input_size"]), int(sc["batch_size"]), dict(sc["augmentation"])
     batches = lambda seed, rank: batch_iterator(train, bs, size, seed, rank, world, aug)  # noqa: E731

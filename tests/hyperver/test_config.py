@@ -47,3 +47,13 @@ def test_missing_and_malformed_config_files(tmp_path):
     loop.write_text("_base_: loop.yaml\n")
     with pytest.raises(ConfigError, match="loop"):
         load_config(loop, env={})
+
+
+def test_every_shipped_experiment_config_loads():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+    assert configs, "configs/ should hold the experiment presets"
+    for path in configs:
+        cfg = load_config(path, env={})
+        assert cfg.get_path("supernet.phases"), path
