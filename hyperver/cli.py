@@ -11,7 +11,7 @@ import sys
 from typing import Callable
 
 from .config import Config, load_config
-from .errors import HyperVerError
+from .errors import ConfigError, HyperVerError
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -154,6 +154,73 @@ def _run_supernet_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- lut ------------------------------------------------------------------------------------------
+def _conf_lut(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["measure", "import", "check"])
+    p.add_argument("file", nargs="?", help="import: a 'key count mean std' LUT measured elsewhere")
+    p.add_argument("--backend", default="tflite", choices=["tflite", "onnxruntime", "torch"])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--name", default=None, help="device profile name")
+    p.add_argument("--devices", nargs="+", default=None, help="check: device profiles to check")
+    p.add_argument("--n", type=int, default=None, help="check: random subnets (default search.fidelity_subnets)")
+    p.add_argument("--weights", default=None, help="SuperNet weights (default search.supernet_weights)")
+    p.add_argument("--out", default="results/lut_fidelity.json")
+
+
+def _run_lut(args: argparse.Namespace) -> int:
+    from . import device_search as ds
+
+    cfg = _cfg(args)
+    if args.action == "measure":
+        prof = ds.lut_measure(cfg, args.backend, args.threads, args.name, args.weights)
+        print(json.dumps(prof.__dict__))
+    elif args.action == "import":
+        if not args.file or not args.name:
+            raise ConfigError("lut import needs a LUT file and --name")
+        prof = ds.lut_import(cfg, args.file, args.name, args.backend, args.threads, args.weights)
+        print(json.dumps(prof.__dict__))
+    else:
+        devices = args.devices or ["this_cpu_tflite_t1", "this_cpu_onnxruntime_t1"]
+        res = ds.lut_check(cfg, devices, args.n, args.weights, args.out)
+        print(json.dumps({k: {m: v[m] for m in ("spearman", "mape")} for k, v in res.items()}))
+    return 0
+
+
+# -- search ---------------------------------------------------------------------------------------
+def _conf_search(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["build-dataset", "fit", "run", "report"])
+    p.add_argument("--n", type=int, default=None, help="build-dataset: number of random subnets")
+    p.add_argument("--device", default=None, help="run: device profile name or JSON path")
+    p.add_argument("--devices", nargs="+", default=None, help="report: device profiles")
+    p.add_argument("--budget-ms", type=float, default=None)
+    p.add_argument("--budget-rel", type=float, default=None, help="budget as a fraction of --reference's latency")
+    p.add_argument("--reference", default=None, help="arch JSON for --budget-rel (default: the largest subnet)")
+    p.add_argument("--max-params", type=int, default=None, help="optional parameter-count (memory) budget")
+    p.add_argument("--weights", default=None, help="SuperNet weights (default search.supernet_weights)")
+    p.add_argument("--out", default=None)
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    from . import device_search as ds
+
+    cfg = _cfg(args)
+    if args.action == "build-dataset":
+        rows = ds.build_dataset(cfg, args.n, args.weights, args.out)
+        print(json.dumps({"subnets": len(rows), "path": args.out or cfg.get_path("search.dataset.path")}))
+    elif args.action == "fit":
+        print(json.dumps(ds.evaluate_predictors(cfg, args.out or "results/comparator.json"), indent=1))
+    elif args.action == "run":
+        if not args.device:
+            raise ConfigError("search run needs --device")
+        res = ds.run_search(cfg, args.device, args.budget_ms, args.budget_rel, args.reference, args.max_params,
+                            args.weights, args.out or "results/search")
+        print(json.dumps([{k: v for k, v in r.items() if k not in ("history",)} for r in res], indent=1))
+    else:
+        devices = args.devices or ["this_cpu_tflite_t1", "this_cpu_onnxruntime_t1"]
+        ds.search_report(cfg, devices, weights=args.weights, out=args.out or "results/search.json")
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "eval": ("evaluate an embedder on a verification/identification protocol", _conf_eval, _run_eval),
     "cache": ("align and embed datasets into the on-disk cache", _conf_cache, _run_cache),
@@ -164,6 +231,8 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
                         _run_supernet_export),
     "supernet-report": ("evaluate largest/smallest/random subnets on the LFW test folds", _conf_supernet_report,
                         _run_supernet_report),
+    "lut": ("measure, import or check per-block latency look-up tables (device profiles)", _conf_lut, _run_lut),
+    "search": ("accuracy dataset, comparator and device-aware evolutionary search", _conf_search, _run_search),
 }
 
 

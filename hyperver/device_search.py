@@ -1,0 +1,406 @@
+"""Face glue for the device search: LUT commands, the face accuracy dataset, and the search report.
+
+The mechanisms (LUTs, predictors, QuickSelect evolution) live in ``supernet.nas`` and know
+nothing about faces; here they get the face evaluator (LFW set 5) and the trained SuperNet.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from supernet.nas.dataset import build_accuracy_dataset, read_dataset, split_rows
+from supernet.nas.efficiency import DeviceProfile, LatencyLUT, NetworkGeometry
+from supernet.space import DEFAULT_SPACE, SearchSpace
+
+from .config import Config
+from .errors import ConfigError, ModelFileError
+from .reporting import write_result
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _supernet(cfg: Config, weights: str | None = None):
+    from supernet.io import load_supernet
+
+    path = Path(weights or cfg.get_path("search.supernet_weights"))
+    try:
+        return load_supernet(path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ModelFileError(f"{exc} (train one with `hyperver supernet-train` or pass --weights)") from exc
+
+
+def geometry_for(net) -> NetworkGeometry:
+    return NetworkGeometry(net.space, net.width_mult, net.input_size, net.embed_dim)
+
+
+# -- LUTs ------------------------------------------------------------------------------------------
+def lut_measure(cfg: Config, backend: str, threads: int, name: str | None = None, weights: str | None = None,
+                out_dir: str | None = None) -> DeviceProfile:
+    """Measure a LUT on this machine and write ``<name>.lut.txt`` + ``<name>.json`` (a device profile)."""
+    from supernet.nas.measure import measure_lut
+
+    net = _supernet(cfg, weights)
+    geom = geometry_for(net)
+    name = name or f"this_cpu_{backend}_t{threads}"
+    out = Path(out_dir or cfg.get_path("search.devices_dir"))
+    lut_path = out / f"{name}.lut.txt"
+    existing = LatencyLUT(geom, LatencyLUT.read_text(lut_path)) if lut_path.exists() else None
+    p = cfg.get_path("search.lut")
+
+    def checkpoint(key, entry):  # keep partial progress: a killed measurement resumes
+        lut.save_text(lut_path)
+
+    lut = existing or LatencyLUT(geom)
+    lut = measure_lut(geom, backend, threads, int(p["warmup"]), int(p["repeats"]), existing=lut, on_entry=checkpoint)
+    lut.save_text(lut_path)
+    profile = DeviceProfile(name, backend, threads, lut_path.name, net.input_size, net.width_mult, net.embed_dim)
+    profile.save(out / f"{name}.json")
+    return profile
+
+
+def lut_import(cfg: Config, lut_file: str, name: str, runtime: str, threads: int, weights: str | None = None,
+               out_dir: str | None = None) -> DeviceProfile:
+    """Make a device profile from a LUT measured elsewhere (e.g. a phone); checks it covers the space."""
+    import shutil
+
+    net = _supernet(cfg, weights)
+    geom = geometry_for(net)
+    lut = LatencyLUT(geom, LatencyLUT.read_text(lut_file))
+    missing = lut.missing()
+    if missing:
+        raise ConfigError(f"imported LUT lacks {len(missing)} block(s) of this space, e.g. {missing[0]}")
+    out = Path(out_dir or cfg.get_path("search.devices_dir"))
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(lut_file, out / f"{name}.lut.txt")
+    profile = DeviceProfile(name, runtime, threads, f"{name}.lut.txt", net.input_size, net.width_mult, net.embed_dim)
+    profile.save(out / f"{name}.json")
+    return profile
+
+
+def load_profile(cfg: Config, device: str) -> DeviceProfile:
+    path = Path(device)
+    if not path.suffix:
+        path = Path(cfg.get_path("search.devices_dir")) / f"{device}.json"
+    try:
+        return DeviceProfile.load(path)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{exc}; measure one with `hyperver lut measure` or import one with `hyperver lut import`")
+
+
+def lut_check(cfg: Config, devices: Sequence[str], n: int | None = None, weights: str | None = None,
+              out: str = "results/lut_fidelity.json", seed: int = 0) -> dict[str, Any]:
+    """LUT-predicted vs measured whole-network latency for n random subnets, per device profile."""
+    from scipy.stats import spearmanr
+
+    from supernet.nas.measure import measure_network
+    from supernet.static import build_static
+
+    net = _supernet(cfg, weights)
+    n = int(n or cfg.get_path("search.fidelity_subnets"))
+    rng = np.random.default_rng(seed)
+    archs = [net.space.sample(rng) for _ in range(n)]
+    p = cfg.get_path("search.lut")
+    backends: dict[str, Any] = {}
+    plots = {}
+    for device in devices:
+        prof = load_profile(cfg, device)
+        lut = prof.lut(net.space)
+        pred, meas = [], []
+        from tqdm import tqdm
+
+        for arch in tqdm(archs, desc=f"fidelity {prof.name}"):
+            static = build_static({"arch": arch, "width_mult": net.width_mult, "input_size": net.input_size,
+                                   "embed_dim": net.embed_dim}).eval()
+            pred.append(lut.predict(arch))
+            meas.append(measure_network(static, net.input_size, prof.runtime, prof.threads, int(p["warmup"]),
+                                        int(p["repeats"])).mean)
+        pred_a, meas_a = np.array(pred), np.array(meas)
+        backends[prof.runtime] = {"device": prof.name, "threads": prof.threads, "n": n,
+                                  "spearman": float(spearmanr(pred_a, meas_a).statistic),
+                                  "mape": float(np.mean(np.abs(pred_a - meas_a) / meas_a)),
+                                  "predicted_ms": pred_a.round(4).tolist(), "measured_ms": meas_a.round(4).tolist()}
+        plots[prof.name] = (pred_a, meas_a)
+    out_p = Path(out)
+    png = out_p.with_suffix(".png")
+    _plot_fidelity(plots, png)
+    write_result(out_p, {"backends": backends, "plot": str(png)})
+    return backends
+
+
+def _plot_fidelity(plots: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=110)
+    hi = 0.0
+    for name, (pred, meas) in plots.items():
+        ax.scatter(meas, pred, s=14, label=name)
+        hi = max(hi, pred.max(), meas.max())
+    ax.plot([0, hi * 1.05], [0, hi * 1.05], "k--", lw=0.8)
+    ax.set_xlabel("measured whole-network latency (ms)")
+    ax.set_ylabel("LUT-predicted latency (ms)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# -- accuracy dataset -------------------------------------------------------------------------------
+def face_subnet_evaluator(cfg: Config, net):
+    """Evaluate one subnet on LFW set 5: BN recalibration, pair accuracy (fold 5), AUC over all
+    set-5 genuine pairs vs sampled impostors, rank-1 identification, cosine to the teacher."""
+    import torch
+
+    from .descriptor.data import load_face_tensors
+    from .descriptor.evaluate import embed_crops, recalibrate_bn, bn_batches
+    from .descriptor.train import load_validation_set
+    from .eval.metrics import best_accuracy_threshold, identification_accuracy, roc_auc
+
+    teacher = cfg.get_path("supernet.teacher")
+    calib = load_face_tensors(cfg, ["lfw_train", "celeba"], teacher)
+    val = load_validation_set(cfg, teacher)
+    labels = val.data.labels.numpy()
+    rng = np.random.default_rng(0)
+    pos_i, pos_j = np.nonzero((labels[:, None] == labels[None, :]) & (labels[:, None] >= 0))
+    keep = pos_i < pos_j
+    pos_i, pos_j = pos_i[keep], pos_j[keep]
+    neg_i, neg_j = rng.integers(0, len(labels), 20000), rng.integers(0, len(labels), 20000)
+    keep = (labels[neg_i] != labels[neg_j]) | (labels[neg_i] < 0)
+    neg_i, neg_j = neg_i[keep], neg_j[keep]
+    ai, aj = np.r_[pos_i, neg_i], np.r_[pos_j, neg_j]
+    same = np.r_[np.ones(len(pos_i), bool), np.zeros(len(neg_i), bool)]
+    ident = labels >= 0
+    bn_images = int(cfg.get_path("supernet.bn_images"))
+    # Fixed BN calibration batches for every subnet: differences come from architectures only.
+    calib_batches = list(bn_batches(calib, net.input_size, bn_images))
+    teacher_emb = val.data.teacher.numpy()
+
+    def evaluate(arch: dict) -> dict[str, float]:
+        sub = net.get_subnet(arch)
+        recalibrate_bn(sub, calib_batches, max_images=bn_images)
+        with torch.no_grad():
+            emb = embed_crops(sub, val.data.crops, net.input_size)
+        pair_scores = np.sum(emb[val.pair_a] * emb[val.pair_b], axis=1)
+        _, pair_acc = best_accuracy_threshold(pair_scores, val.same)
+        auc_all = roc_auc(np.sum(emb[ai] * emb[aj], axis=1), same)
+        rank1 = identification_accuracy(emb[ident], labels[ident].astype(str), repeats=5, seed=0)["rank1"]
+        tcos = float(np.mean(np.sum(emb * teacher_emb, axis=1)))
+        # One scalar for the predictors: identification and verification quality together.
+        return {"val_pair_accuracy": pair_acc, "val_auc_all": auc_all, "val_rank1": rank1, "teacher_cosine": tcos,
+                "val_score": 0.5 * rank1 + 0.5 * auc_all}
+
+    return evaluate
+
+
+def build_dataset(cfg: Config, n: int | None = None, weights: str | None = None, path: str | None = None) -> list[dict]:
+    net = _supernet(cfg, weights)
+    dc = cfg.get_path("search.dataset")
+    return build_accuracy_dataset(net.space, face_subnet_evaluator(cfg, net), int(n or dc["n"]),
+                                  Path(path or dc["path"]), seed=int(dc["seed"]))
+
+
+# -- predictors -------------------------------------------------------------------------------------
+def fit_predictors(cfg: Config, rows: Sequence[dict], space: SearchSpace = DEFAULT_SPACE):
+    from supernet.nas.predictor import MLPAccuracyPredictor, PairwiseComparator
+
+    metric = cfg.get_path("search.target_metric")
+    archs = [r["arch"] for r in rows]
+    acc = [r[metric] for r in rows]
+    nac = PairwiseComparator(space, **cfg.get_path("search.comparator")).fit(archs, acc)
+    mlp = MLPAccuracyPredictor(space, **cfg.get_path("search.mlp")).fit(archs, acc)
+    return nac, mlp
+
+
+def evaluate_predictors(cfg: Config, out: str = "results/comparator.json", path: str | None = None) -> dict[str, Any]:
+    from supernet.nas.predictor import kendall_tau_from_comparator, pairwise_accuracy, random_pairs
+
+    dc = cfg.get_path("search.dataset")
+    rows = read_dataset(path or dc["path"])
+    if len(rows) < 20:
+        raise ConfigError(f"the accuracy dataset has {len(rows)} subnets; build it first (hyperver search build-dataset)")
+    train, held = split_rows(rows, float(dc["holdout"]), int(dc["seed"]))
+    t0 = time.time()
+    nac, mlp = fit_predictors(cfg, train)
+    fit_s = time.time() - t0
+    metric = cfg.get_path("search.target_metric")
+    archs = [r["arch"] for r in held]
+    acc = np.array([r[metric] for r in held])
+    i, j = random_pairs(len(held), 20000, np.random.default_rng(1))
+    a, b = [archs[k] for k in i], [archs[k] for k in j]
+    pred = mlp.predict(archs)
+    figures = {"target_metric": metric, "train_subnets": len(train), "heldout_subnets": len(held),
+               "fit_seconds": fit_s,
+               "nac": {"pairwise_accuracy": pairwise_accuracy(nac.prob_better(a, b), acc[i], acc[j]),
+                       "kendall_tau": kendall_tau_from_comparator(archs, acc, nac.better)},
+               "mlp": {"pairwise_accuracy": pairwise_accuracy(mlp.better(a, b), acc[i], acc[j]),
+                       "kendall_tau": kendall_tau_from_comparator(archs, acc, mlp.better),
+                       "rmse": float(np.sqrt(np.mean((pred - acc) ** 2)))}}
+    write_result(out, figures)
+    return figures
+
+
+# -- search -------------------------------------------------------------------------------------------
+def budget_for(cfg: Config, lut: LatencyLUT, budget_ms: float | None, budget_rel: float | None,
+               reference: str | None, max_params: int | None, space: SearchSpace):
+    from supernet.nas.search import Budget
+    from supernet.space import load_arch
+
+    if budget_ms is None:
+        if budget_rel is None:
+            raise ConfigError("give --budget-ms or --budget-rel (with --reference, default: the largest subnet)")
+        ref = space.largest() if reference in (None, "largest") else load_arch(reference, space)
+        budget_ms = budget_rel * lut.predict(ref)
+    return Budget(float(budget_ms), lut.predict, max_params, lut.geometry.params)
+
+
+def run_search(cfg: Config, device: str, budget_ms: float | None = None, budget_rel: float | None = None,
+               reference: str | None = None, max_params: int | None = None, weights: str | None = None,
+               out_dir: str = "results/search", methods: Sequence[str] = ("nac_quickselect", "mlp_sort", "random"),
+               export: bool = True, progress: bool = True) -> list[dict[str, Any]]:
+    """Search one device/budget with each method; export the NAC+QuickSelect winner as the descriptor."""
+    from supernet.nas.search import EvolutionConfig, evolution_search, random_search, sort_evolution_search
+    from supernet.space import arch_id, save_arch
+
+    net = _supernet(cfg, weights)
+    prof = load_profile(cfg, device)
+    lut = prof.lut(net.space)
+    budget = budget_for(cfg, lut, budget_ms, budget_rel, reference, max_params, net.space)
+    rows = read_dataset(cfg.get_path("search.dataset.path"))
+    if len(rows) < 20:
+        raise ConfigError("build the accuracy dataset first: hyperver search build-dataset")
+    train, _ = split_rows(rows, float(cfg.get_path("search.dataset.holdout")), int(cfg.get_path("search.dataset.seed")))
+    nac, mlp = fit_predictors(cfg, train, net.space)
+    evo = EvolutionConfig(**cfg.get_path("search.evolution"))
+    results = []
+    for method in methods:
+        if method == "nac_quickselect":
+            res = evolution_search(net.space, nac.better, budget, evo, progress=progress)
+        elif method == "mlp_sort":
+            res = sort_evolution_search(net.space, mlp.predict, budget, evo)
+        elif method == "random":
+            res = random_search(net.space, mlp.predict, budget, int(cfg.get_path("search.random_candidates")))
+        else:
+            raise ConfigError(f"unknown search method {method!r}")
+        results.append({"method": method, "backend": prof.runtime, "device": prof.name, "budget_ms": budget.latency_ms,
+                        "predicted_latency_ms": lut.predict(res.best), "params": lut.geometry.params(res.best),
+                        "search_s": res.seconds, "comparator_calls": res.comparator_calls, "arch": res.best,
+                        "arch_id": arch_id(res.best), "history": res.history[-1:] if res.history else []})
+    out = Path(out_dir)
+    best = results[0]["arch"]
+    save_arch(best, out / f"{prof.name}_{budget.latency_ms:.2f}ms.arch.json", id=arch_id(best),
+              predicted_latency_ms=lut.predict(best), device=prof.name, input_size=net.input_size,
+              width_mult=net.width_mult)
+    if export:
+        from .descriptor.data import load_face_tensors
+        from .descriptor.report import export_subnet
+
+        calib = load_face_tensors(cfg, ["lfw_train", "celeba"], cfg.get_path("supernet.teacher"))
+        for r in results:
+            exp = export_subnet(net, r["arch"], out, calib, name=f"{prof.name}_{budget.latency_ms:.2f}ms_{r['method']}",
+                                bn_images=int(cfg.get_path("supernet.bn_images")))
+            r["files"] = exp["files"]
+    return results
+
+
+def calls_vs_population(cfg: Config, device: str, budget_rel: float = 0.6, generations: int = 20,
+                        weights: str | None = None) -> dict[str, float]:
+    """Mean comparator calls per generation for P = 50, 100, 200 (should grow linearly)."""
+    from supernet.nas.search import EvolutionConfig, evolution_search
+
+    net = _supernet(cfg, weights)
+    lut = load_profile(cfg, device).lut(net.space)
+    budget = budget_for(cfg, lut, None, budget_rel, None, None, net.space)
+    rows = read_dataset(cfg.get_path("search.dataset.path"))
+    train, _ = split_rows(rows, float(cfg.get_path("search.dataset.holdout")), int(cfg.get_path("search.dataset.seed")))
+    nac, _ = fit_predictors(cfg, train, net.space)
+    out = {}
+    for p in (50, 100, 200):
+        evo = EvolutionConfig(**{**cfg.get_path("search.evolution"), "population": p, "generations": generations})
+        res = evolution_search(net.space, nac.better, budget, evo)
+        out[str(p)] = float(np.mean([h["comparator_calls"] for h in res.history]))
+    return out
+
+
+def search_report(cfg: Config, devices: Sequence[str], budgets_rel: Sequence[float] = (0.4, 0.6),
+                  weights: str | None = None, out: str = "results/search.json") -> dict[str, Any]:
+    """The paper-style table: per device and budget, each method's subnet with LFW test accuracy
+    and measured latency; comparator calls vs population; a Pareto plot of the accuracy dataset."""
+    from supernet.nas.measure import measure_network
+
+    from .descriptor.report import _eval_test_folds
+    from supernet.export import load_subnet
+
+    runs = []
+    for device in devices:
+        prof = load_profile(cfg, device)
+        for rel in budgets_rel:
+            for r in run_search(cfg, device, budget_rel=rel, weights=weights, progress=False):
+                sub = load_subnet(r["files"]["safetensors"])
+                test = _eval_test_folds(cfg, Path(r["files"]["safetensors"]).stem, Path(r["files"]["safetensors"]))
+                lat = measure_network(sub, sub.net_config["input_size"], prof.runtime, prof.threads).mean
+                runs.append({**{k: r[k] for k in ("method", "backend", "device", "budget_ms", "predicted_latency_ms",
+                                                  "params", "search_s", "comparator_calls", "arch_id")},
+                             "budget_rel": rel, "latency_ms": lat, "accuracy": test["accuracy"],
+                             "val_at_far_1e3": test["val_at_far_1e3"], "within_budget": bool(lat <= r["budget_ms"]),
+                             "arch": r["arch"]})
+                print(json.dumps({k: v for k, v in runs[-1].items() if k != "arch"}))
+    calls = calls_vs_population(cfg, devices[0], weights=weights)
+    png = Path(out).with_name("search_pareto.png")
+    _plot_pareto(cfg, devices[0], runs, png, weights)
+    figures = {"runs": runs, "calls_vs_population": calls, "pareto_png": str(png)}
+    write_result(out, figures)
+    return figures
+
+
+def _plot_pareto(cfg: Config, device: str, runs: Sequence[dict], path: Path, weights: str | None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    net = _supernet(cfg, weights)
+    lut = load_profile(cfg, device).lut(net.space)
+    metric = cfg.get_path("search.target_metric")
+    rows = read_dataset(cfg.get_path("search.dataset.path"))
+    lat = np.array([lut.predict(r["arch"]) for r in rows])
+    acc = np.array([r[metric] for r in rows])
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=110)
+    ax.scatter(lat, acc, s=6, alpha=0.4, label="accuracy dataset (random subnets)")
+    order = np.argsort(lat)
+    front, best = [], -np.inf
+    for k in order:
+        if acc[k] > best:
+            best = acc[k]
+            front.append(k)
+    ax.plot(lat[front], acc[front], "k-", lw=1, label="Pareto front")
+    markers = {"nac_quickselect": "*", "mlp_sort": "s", "random": "^"}
+    for r in runs:
+        if r["device"] != lut_device_name(cfg, device):
+            continue
+        a = [x for x in rows if x["arch"] == r["arch"]]
+        y = a[0][metric] if a else None
+        ax.axvline(r["budget_ms"], color="grey", lw=0.6, ls=":")
+        if y is not None:
+            ax.scatter([r["predicted_latency_ms"]], [y], marker=markers.get(r["method"], "o"), s=80)
+        else:
+            ax.scatter([r["predicted_latency_ms"]], [np.nan], marker=markers.get(r["method"], "o"))
+    ax.set_xlabel(f"LUT latency on {device} (ms)")
+    ax.set_ylabel(f"{metric} (LFW set 5)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def lut_device_name(cfg: Config, device: str) -> str:
+    return load_profile(cfg, device).name

@@ -1,0 +1,222 @@
+"""Efficiency prediction: per-block latency look-up tables (LUTs) and device profiles.
+
+A subnet's latency is the sum of its blocks' latencies, each measured once as a small
+standalone model on the target runtime. Keys follow OFA's style so LUTs measured elsewhere
+(e.g. on a phone) can be imported as a plain ``key count mean std`` text file::
+
+    expanded_conv-input:16x16x24-output:8x8x40-expand:4-kernel:5-stride:2-idskip:0-se:1-hs:0
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+from ..layers import make_divisible, mid_channels
+from ..space import SearchSpace
+from ..static import channel_plan
+
+
+def _out(size: int, stride: int) -> int:
+    return (size + stride - 1) // stride  # padding k//2: ceil(size / stride)
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One measurable unit of a network and its LUT key."""
+    kind: str            # "stem" | "mbconv" | "final_expand" | "feature_mix" | "logits"
+    size_in: int
+    cin: int
+    size_out: int
+    cout: int
+    kernel: int = 1
+    expand: float = 1.0
+    stride: int = 1
+    act: str = "relu"
+    se: bool = False
+
+    @property
+    def key(self) -> str:
+        io = f"input:{self.size_in}x{self.size_in}x{self.cin}-output:{self.size_out}x{self.size_out}x{self.cout}"
+        if self.kind == "mbconv":
+            idskip = int(self.stride == 1 and self.cin == self.cout)
+            e = f"{self.expand:g}"
+            return (f"expanded_conv-{io}-expand:{e}-kernel:{self.kernel}-stride:{self.stride}-idskip:{idskip}"
+                    f"-se:{int(self.se)}-hs:{int(self.act == 'hswish')}")
+        if self.kind == "logits":
+            return f"Logits-input:1x1x{self.cin}-output:{self.cout}"
+        name = {"stem": "Conv", "final_expand": "Conv_1", "feature_mix": "Conv_2"}[self.kind]
+        return f"{name}-{io}"
+
+
+class NetworkGeometry:
+    """Shapes of every block for a space, width multiplier and input size."""
+
+    def __init__(self, space: SearchSpace, width_mult: float = 1.0, input_size: int = 112, embed_dim: int = 128):
+        self.space, self.width_mult, self.input_size, self.embed_dim = space, width_mult, input_size, embed_dim
+        self.plan = channel_plan(space, width_mult)
+
+    def blocks(self, arch: Mapping[str, Sequence[int]]) -> list[BlockSpec]:
+        p, sp = self.plan, self.space
+        size = _out(self.input_size, 2)
+        out = [BlockSpec("stem", self.input_size, 3, size, p["stem"], 3, 1, 2, "hswish"),
+               BlockSpec("mbconv", size, p["stem"], size, p["stem"], 3, 1, 1, "relu", False)]
+        cin = p["stem"]
+        for s, j, k, e in sp.active_blocks(arch):
+            stage = sp.stages[s]
+            stride = stage.stride if j == 0 else 1
+            nxt = _out(size, stride)
+            out.append(BlockSpec("mbconv", size, cin, nxt, p["stages"][s], k, e, stride, stage.act, stage.se))
+            size, cin = nxt, p["stages"][s]
+        out.append(BlockSpec("final_expand", size, cin, size, p["final_expand"], 1, 1, 1, "hswish"))
+        out.append(BlockSpec("feature_mix", 1, p["final_expand"], 1, p["feature"], 1, 1, 1, "hswish"))
+        out.append(BlockSpec("logits", 1, p["feature"], 1, self.embed_dim))
+        return out
+
+    def all_blocks(self) -> Iterator[BlockSpec]:
+        """Every distinct block any subnet of the space can contain."""
+        seen: dict[str, BlockSpec] = {}
+        largest = self.space.largest()
+        for b in self.blocks(largest):
+            if b.kind != "mbconv":
+                seen[b.key] = b
+        seen[self.blocks(largest)[1].key] = self.blocks(largest)[1]
+        p, sp = self.plan, self.space
+        size = _out(self.input_size, 2)
+        cin = p["stem"]
+        for s, stage in enumerate(sp.stages):
+            for j in range(sp.max_depth):
+                stride = stage.stride if j == 0 else 1
+                nxt = _out(size, stride)
+                for k in sp.kernels:
+                    for e in sp.expands:
+                        b = BlockSpec("mbconv", size, cin, nxt, p["stages"][s], k, e, stride, stage.act, stage.se)
+                        seen.setdefault(b.key, b)
+                size, cin = nxt, p["stages"][s]
+        return iter(seen.values())
+
+    def params(self, arch: Mapping[str, Sequence[int]]) -> int:
+        """Parameter count, analytically (matches supernet.profile.count_params on the static net)."""
+        total = 0
+        for b in self.blocks(arch):
+            total += block_params(b)
+        return total
+
+
+def block_params(b: BlockSpec) -> int:
+    bn = lambda c: 2 * c  # noqa: E731  (weight + bias; running stats are buffers)
+    if b.kind == "stem":
+        return 3 * b.cout * 9 + bn(b.cout)
+    if b.kind in ("final_expand",):
+        return b.cin * b.cout + bn(b.cout)
+    if b.kind == "feature_mix":
+        return b.cin * b.cout
+    if b.kind == "logits":
+        return b.cin * b.cout + b.cout
+    mid = mid_channels(b.cin, b.expand) if b.expand != 1 else b.cin
+    n = 0
+    if b.expand != 1:
+        n += b.cin * mid + bn(mid)
+    n += mid * b.kernel * b.kernel + bn(mid)
+    if b.se:
+        red = make_divisible(mid // 4, 8)
+        n += mid * red + red + red * mid + mid
+    n += mid * b.cout + bn(b.cout)
+    return n
+
+
+@dataclass
+class LUTEntry:
+    count: int
+    mean: float
+    std: float
+
+
+class LatencyLUT:
+    """Per-block latency table (ms). ``predict(arch)`` sums the blocks; a missing key is an error."""
+
+    def __init__(self, geometry: NetworkGeometry, entries: Mapping[str, LUTEntry] | None = None):
+        self.geometry = geometry
+        self.entries: dict[str, LUTEntry] = dict(entries or {})
+        self._cache: dict[str, float] = {}
+
+    def predict(self, arch: Mapping[str, Sequence[int]]) -> float:
+        from ..space import arch_id
+
+        aid = arch_id(arch)
+        if aid not in self._cache:
+            total = 0.0
+            for b in self.geometry.blocks(arch):
+                entry = self.entries.get(b.key)
+                if entry is None:
+                    raise KeyError(f"latency LUT has no entry for {b.key}; measure it or import a complete LUT")
+                total += entry.mean
+            self._cache[aid] = total
+        return self._cache[aid]
+
+    def missing(self) -> list[str]:
+        return [b.key for b in self.geometry.all_blocks() if b.key not in self.entries]
+
+    def save_text(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [f"{k} {e.count} {e.mean:.6f} {e.std:.6f}" for k, e in sorted(self.entries.items())]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    @staticmethod
+    def read_text(path: str | Path) -> dict[str, LUTEntry]:
+        """Parse ``key count mean std`` lines (mean/std in ms); '#' starts a comment."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"LUT file not found: {path}")
+        entries = {}
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            line = line.split("#", 1)[0].strip()
+            if not line:
+                continue
+            parts = line.split()
+            if len(parts) != 4:
+                raise ValueError(f"{path}:{n}: expected 'key count mean std', got {line!r}")
+            try:
+                entries[parts[0]] = LUTEntry(int(parts[1]), float(parts[2]), float(parts[3]))
+            except ValueError:
+                raise ValueError(f"{path}:{n}: count must be an integer and mean/std numbers: {line!r}") from None
+        return entries
+
+
+@dataclass
+class DeviceProfile:
+    """A device = a LUT + where it was measured (name, runtime, threads) + the network geometry."""
+    name: str
+    runtime: str
+    threads: int
+    lut_file: str
+    input_size: int
+    width_mult: float
+    embed_dim: int = 128
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.__dict__, indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DeviceProfile":
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"device profile not found: {path}")
+        data = json.loads(path.read_text())
+        missing = {"name", "runtime", "threads", "lut_file", "input_size", "width_mult"} - set(data)
+        if missing:
+            raise ValueError(f"device profile {path} lacks {sorted(missing)}")
+        lut = Path(data["lut_file"])
+        if not lut.is_absolute():
+            data["lut_file"] = str((path.parent / lut).resolve())
+        return cls(**data)
+
+    def lut(self, space: SearchSpace) -> LatencyLUT:
+        geom = NetworkGeometry(space, self.width_mult, self.input_size, self.embed_dim)
+        return LatencyLUT(geom, LatencyLUT.read_text(self.lut_file))
