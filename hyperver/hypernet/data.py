@@ -1,0 +1,91 @@
+"""Data for the hypernetwork: identities, crops at f's input size, backbone and teacher embeddings."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import Config
+from ..data import LFWSplit, open_dataset
+from ..data.records import ImageRecord
+from ..features import FeatureCache
+
+
+@dataclass
+class HypernetData:
+    images: torch.Tensor        # (N, S, S, 3) uint8 at f's input size
+    backbone: torch.Tensor      # (N, D) h_bb embeddings (unit)
+    teacher: torch.Tensor       # (N, Dt) teacher embeddings (unit), for soft targets
+    identity: np.ndarray        # (N,) int, -1 = unlabelled
+    members: list[np.ndarray]   # image indices per identity
+
+    def __len__(self) -> int:
+        return len(self.identity)
+
+    def identity_means(self) -> np.ndarray:
+        return np.stack([self.backbone[m].mean(0).numpy() for m in self.members])
+
+
+def resize_crops(crops: np.ndarray, size: int) -> torch.Tensor:
+    x = torch.from_numpy(np.array(crops, dtype=np.uint8, copy=True)).permute(0, 3, 1, 2).float()
+    if x.shape[-1] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def _records(cfg: Config, source: str, split: LFWSplit) -> tuple[str, list[ImageRecord]]:
+    if source == "lfw_train":
+        return "lfw", split.records("train")
+    if source == "lfw_val":
+        return "lfw", split.records("val")
+    if source == "lfw_test":
+        return "lfw", split.records("test")
+    return source, open_dataset(cfg, source).records()
+
+
+def load_hypernet_data(cfg: Config, sources: Sequence[str], backbone: str, size: int, min_images: int = 2,
+                       teacher: str = "dlib", workers: int | None = None,
+                       limit_identities: int | None = None) -> HypernetData:
+    """Images of the sources' identities with >= ``min_images`` images (0: keep everything, unlabelled)."""
+    split = LFWSplit(open_dataset(cfg, "lfw"))
+    imgs, bb, te, ident = [], [], [], []
+    next_id = 0
+    for source in sources:
+        dataset, records = _records(cfg, source, split)
+        t_cache = FeatureCache(cfg, dataset, teacher)
+        b_cache = t_cache if backbone == teacher else FeatureCache(cfg, dataset, backbone)
+        t_cache.build(records, workers=workers)
+        keys = t_cache.keys_for(records, progress=False)
+        ok = [i for i, k in enumerate(keys) if k in t_cache.embed_store]
+        records = [records[i] for i in ok]
+        if min_images > 0:
+            counts: dict[str, int] = {}
+            for r in records:
+                counts[r.identity] = counts.get(r.identity, 0) + 1
+            records = [r for r in records if r.identity is not None and counts[r.identity] >= min_images]
+            if limit_identities:
+                keep = set(list(dict.fromkeys(r.identity for r in records))[:limit_identities])
+                records = [r for r in records if r.identity in keep]
+        ids: dict[str, int] = {}
+        for r in records:
+            if min_images > 0:
+                if r.identity not in ids:
+                    ids[r.identity] = next_id
+                    next_id += 1
+                ident.append(ids[r.identity])
+            else:
+                ident.append(-1)
+        imgs.append(resize_crops(t_cache.crops(records), size))
+        te.append(torch.from_numpy(t_cache.embeddings(records, build=False)))
+        bb.append(torch.from_numpy(b_cache.embeddings(records, workers=workers)))
+    identity = np.array(ident, dtype=np.int64)
+    members = [np.nonzero(identity == i)[0] for i in range(next_id)]
+    return HypernetData(torch.cat(imgs), torch.cat(bb), torch.cat(te), identity, members)
+
+
+def to_unit_range(images_uint8: torch.Tensor) -> torch.Tensor:
+    """(N, S, S, 3) uint8 -> (N, 3, S, S) float in [-1, 1]."""
+    return (images_uint8.permute(0, 3, 1, 2).float() - 127.5) / 127.5

@@ -1,0 +1,68 @@
+"""One-shot enrollment (photo -> per-user model) and verification (user model + photo -> decision)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..align import Aligner
+from ..config import Config
+from ..data.imageio import ImageSource, load_image
+from ..embed import Embedder, FaceInput, l2_normalize
+from .data import resize_crops, to_unit_range
+from .model_io import UserModel, load_generator
+from .verifier import VerifierSpec, forward
+
+
+def face_input(crop_112: np.ndarray, spec: VerifierSpec) -> torch.Tensor:
+    """The aligned 112x112 crop as f's input: resized exactly as in training, in [-1, 1]."""
+    return to_unit_range(resize_crops(crop_112[None], spec.input_size))
+
+
+class Enroller:
+    def __init__(self, generator_path: str | Path, cfg: Config, embedder: Embedder | None = None,
+                 aligner: Aligner | None = None, threshold: float | None = None):
+        from ..features import build_embedder
+
+        self.gen, self.meta = load_generator(generator_path)
+        self.spec = self.gen.spec
+        self.embedder = embedder or build_embedder(cfg, self.meta["backbone"])
+        self.aligner = aligner or Aligner.from_config(cfg.get_path("align"))
+        self.limits = {k: cfg.get_path(f"image.{k}") for k in ("max_bytes", "max_pixels", "min_side")}
+        self.threshold = float(threshold if threshold is not None else self.meta.get("threshold", 0.0))
+
+    def _faces(self, source: ImageSource, flip: bool) -> list[FaceInput]:
+        image = load_image(source, **self.limits)
+        name = str(source) if isinstance(source, (str, Path)) else "photo"
+        faces = [FaceInput(self.aligner.align_photo(image, name), image)]
+        if flip:
+            mirrored = np.ascontiguousarray(image[:, ::-1])
+            faces.append(FaceInput(self.aligner.align_photo(mirrored, name + " (flipped)"), mirrored))
+        return faces
+
+    def embed(self, photos: Sequence[ImageSource], flip_average: bool = False) -> np.ndarray:
+        """Average of the (unit) descriptor embeddings of all photos (and their mirror images)."""
+        faces = [f for p in photos for f in self._faces(p, flip_average)]
+        return l2_normalize(self.embedder.embed(faces).mean(0))
+
+    @torch.no_grad()
+    def enroll(self, photos: Sequence[ImageSource], flip_average: bool = False,
+               extra: dict[str, Any] | None = None) -> UserModel:
+        if not photos:
+            raise ValueError("enrollment needs at least one photo")
+        emb = self.embed(photos, flip_average)
+        theta = self.gen(torch.from_numpy(emb[None]).float())[0].numpy()
+        return UserModel(theta, self.spec, self.threshold, emb,
+                         {"backbone": self.embedder.cache_id, "photos": len(photos), "flip_average": flip_average,
+                          **(extra or {})})
+
+
+@torch.no_grad()
+def verify(user: UserModel, source: ImageSource, aligner: Aligner, limits: dict | None = None) -> dict[str, Any]:
+    image = load_image(source, **(limits or {}))
+    face = aligner.align_photo(image, str(source) if isinstance(source, (str, Path)) else "photo")
+    logit = float(forward(user.spec, torch.from_numpy(user.theta), face_input(face.crop, user.spec))[0])
+    return {"logit": logit, "score": float(1 / (1 + np.exp(-logit))), "threshold": user.threshold,
+            "match": bool(logit >= user.threshold)}

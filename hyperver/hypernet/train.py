@@ -1,0 +1,291 @@
+"""``hyperver hypernet-train``: the generator h_gen, trained so that each generated f verifies its user.
+
+Per step: B identities x n images; verifier u is generated from the backbone embedding of
+identity u's first image and scores every image of the batch (or its positives plus sampled
+negatives, the CPU option); loss = weighted BCE (lambda = 1 - beta/B) + alpha_norm * mean
+||theta||^2. Warm-up: uniform identity sampling while B doubles up to ``batch_growth`` x and
+alpha_norm ramps up; afterwards K-means-centred sampling (KCS). Checkpoints every few minutes,
+``--resume``, best-on-validation (LFW set 5) kept separately.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..data import LFWSplit, open_dataset
+from ..descriptor.data import augment
+from ..errors import ConfigError
+from ..eval.metrics import best_accuracy_threshold, roc_auc
+from .batched import score_matrix
+from .data import HypernetData, load_hypernet_data, to_unit_range
+from .generator import WeightGenerator
+from .losses import positive_weight, theta_norm_penalty, weighted_bce
+from .sampling import IdentitySampler
+from .verifier import VerifierSpec
+
+
+@dataclass
+class HypernetState:
+    step: int = 0
+    best_val_auc: float = -1.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def build_generator(hc: dict, embed_dim: int) -> WeightGenerator:
+    spec = VerifierSpec.from_dict(hc["f"])
+    return WeightGenerator(spec, embed_dim=embed_dim, seed=int(hc["seed"]), **hc["generator"])
+
+
+def _optimizer(params, oc: dict) -> torch.optim.Optimizer:
+    name = oc.get("name", "sgd")
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=oc["lr"], momentum=oc.get("momentum", 0.9), weight_decay=oc.get("weight_decay", 0))
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=oc["lr"], weight_decay=oc.get("weight_decay", 0))
+    raise ConfigError(f"unknown hypernet optimizer {name!r}; use sgd or adamw")
+
+
+class ValidationPairs:
+    """LFW set 5 fold pairs as (enrollment index, probe index) into a HypernetData."""
+
+    def __init__(self, data: HypernetData, a: np.ndarray, b: np.ndarray, same: np.ndarray):
+        self.data, self.a, self.b, self.same = data, a, b, same
+
+
+@torch.no_grad()
+def pair_logits(gen: WeightGenerator, data: HypernetData, enroll: np.ndarray, probe: np.ndarray,
+                impl: str = "stacked", chunk: int = 200) -> np.ndarray:
+    """Enroll from image ``enroll[i]``, score image ``probe[i]``: one logit per pair."""
+    gen.eval()
+    out = []
+    for i in range(0, len(enroll), chunk):
+        e, p = enroll[i:i + chunk], probe[i:i + chunk]
+        thetas = gen(data.backbone[e])
+        x = to_unit_range(data.images[p]).unsqueeze(1)  # (U, 1, 3, S, S): each verifier its own probe
+        out.append(score_matrix(gen.spec, thetas, x, impl)[:, 0])
+    gen.train()
+    return torch.cat(out).numpy()
+
+
+class HypernetTrainer:
+    def __init__(self, cfg: Config, log=print):
+        self.cfg = cfg
+        self.hc = dict(cfg.get_path("hypernet"))
+        self.log = log
+        hc = self.hc
+        torch.manual_seed(int(hc["seed"]))
+        if hc["threads"]:
+            torch.set_num_threads(int(hc["threads"]))
+        self.spec = VerifierSpec.from_dict(hc["f"])
+        size = self.spec.input_size
+        t0 = time.time()
+        self.data = load_hypernet_data(cfg, hc["sources"], hc["backbone"], size,
+                                       limit_identities=hc["limit_identities"])
+        val = load_hypernet_data(cfg, ["lfw_val"], hc["backbone"], size, min_images=0)
+        self.val = self._val_pairs(val)
+        self.extra = (load_hypernet_data(cfg, ["utkface"], hc["backbone"], size, min_images=0)
+                      if int(hc["extra_pseudo_identities"]) > 0 else None)
+        log(f"identities: {len(self.data.members)}, images: {len(self.data)}, validation pairs: {len(self.val.same)}"
+            f"; f: {self.spec.n_params} params, input {size}px; loaded in {time.time() - t0:.0f}s")
+        self.gen = build_generator(hc, self.data.backbone.shape[1])
+        self.opt = _optimizer(self.gen.parameters(), hc["optimizer"])
+        self.sampler = IdentitySampler(self.data.identity_means(), int(hc["kcs"]["clusters"]), int(hc["seed"]))
+        self.rng = np.random.default_rng(int(hc["seed"]))
+        self.aug_gen = torch.Generator().manual_seed(int(hc["seed"]))
+        self.state = HypernetState()
+        self.ckpt_dir = Path(hc["checkpoint_dir"])
+        self._stop = False
+        self.teacher_mean = self.data.teacher.mean(0)
+
+    def _val_pairs(self, val: HypernetData) -> ValidationPairs:
+        split = LFWSplit(open_dataset(self.cfg, "lfw"))
+        records = split.records("val")
+        index = {r.path: i for i, r in enumerate(records)}
+        pairs = split.pairs(split.split.val_sets)
+        return ValidationPairs(val, np.array([index[p.a.path] for p in pairs]),
+                               np.array([index[p.b.path] for p in pairs]), np.array([p.same for p in pairs]))
+
+    # -- schedules -------------------------------------------------------------------------------
+    def batch_identities(self, step: int) -> int:
+        hc = self.hc
+        b0, growth, warm = int(hc["batch_identities"]), int(hc["batch_growth"]), int(hc["warmup_steps"])
+        if warm <= 0 or growth <= 1:
+            return b0
+        doublings = int(math.log2(growth))
+        k = min(doublings, int(step * (doublings + 1) / warm))
+        return b0 * 2 ** k
+
+    def alpha_norm(self, step: int) -> float:
+        a = self.hc["alpha_norm"]
+        warm = max(1, int(self.hc["warmup_steps"]))
+        t = min(1.0, step / warm)
+        return float(a["start"] + t * (a["target"] - a["start"]))
+
+    def lr(self, step: int) -> float:
+        base, warm, total = float(self.hc["optimizer"]["lr"]), int(self.hc["warmup_steps"]), int(self.hc["steps"])
+        if step < warm:
+            return base * (step + 1) / warm
+        return 0.5 * base * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+    # -- one step --------------------------------------------------------------------------------
+    def make_batch(self, step: int) -> dict[str, torch.Tensor]:
+        hc, d = self.hc, self.data
+        B, n = self.batch_identities(step), int(hc["images_per_identity"])
+        use_kcs = bool(hc["kcs"]["enabled"]) and step >= int(hc["warmup_steps"])
+        ids = self.sampler.sample(B, use_kcs)
+        idx = np.stack([self.rng.choice(d.members[i], size=n, replace=len(d.members[i]) < n) for i in ids])
+        images = d.images[idx.ravel()]
+        enroll_emb = d.backbone[idx[:, 0]]
+        teacher = d.teacher[idx.ravel()]
+        owner = np.repeat(np.arange(len(ids)), n)
+        extra = int(hc["extra_pseudo_identities"])
+        if extra and self.extra is not None:
+            pick = self.rng.choice(len(self.extra), size=extra, replace=False)
+            images = torch.cat([images, self.extra.images[np.repeat(pick, n)]])
+            enroll_emb = torch.cat([enroll_emb, self.extra.backbone[pick]])
+            teacher = torch.cat([teacher, self.extra.teacher[np.repeat(pick, n)]])
+            owner = np.r_[owner, np.repeat(np.arange(len(ids), len(ids) + extra), n)]
+        U = enroll_emb.shape[0]
+        x = augment(to_unit_range(images), self.aug_gen, **hc["augmentation"])
+        targets = torch.from_numpy(owner[None, :] == np.arange(U)[:, None]).float()
+        mask = torch.ones_like(targets, dtype=torch.bool)
+        mask[np.arange(U), np.arange(U) * n] = False  # never score a verifier on its own enrollment image
+        return {"x": x, "emb": enroll_emb, "targets": targets, "mask": mask, "teacher": teacher, "n": n}
+
+    def loss(self, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        hc = self.hc
+        thetas = self.gen(batch["emb"])
+        targets, mask = batch["targets"].clone(), batch["mask"]
+        n_neg = hc["negatives_per_user"]
+        U, M = targets.shape
+        if n_neg is None:
+            logits = score_matrix(self.spec, thetas, batch["x"], hc["impl"])
+        else:
+            # Each verifier: its positives + n_neg sampled negatives (the quadratic-cost fix).
+            cols = []
+            for u in range(U):
+                pos = torch.nonzero((targets[u] > 0.5) & mask[u]).flatten()
+                neg = torch.nonzero(targets[u] < 0.5).flatten()
+                neg = neg[torch.randperm(len(neg), generator=self.aug_gen)[: int(n_neg)]]
+                cols.append(torch.cat([pos, neg]))
+            width = min(len(c) for c in cols)
+            cols_t = torch.stack([c[:width] for c in cols])                 # (U, S)
+            logits = score_matrix(self.spec, thetas, batch["x"][cols_t], hc["impl"])
+            targets = torch.gather(targets, 1, cols_t)
+            mask = torch.ones_like(targets, dtype=torch.bool)
+        soft = hc["soft_targets"]
+        if float(soft["weight"]) > 0 and n_neg is None:
+            mu = self.teacher_mean
+            t = torch.nn.functional.normalize(batch["teacher"] - mu, dim=1)
+            sim = t[:: batch["n"]] @ t.T                                          # centred teacher cosine
+            neg_soft = float(soft["weight"]) * torch.sigmoid((sim - 0.5) / float(soft["temperature"]))
+            targets = torch.where(targets > 0.5, targets, neg_soft[:, :M])
+        lam = positive_weight(U, float(hc["beta"]))
+        bce = weighted_bce(logits, targets, lam, mask)
+        norm = theta_norm_penalty(thetas)
+        alpha = self.alpha_norm(step)
+        total = bce + alpha * norm
+        with torch.no_grad():
+            pos = logits[(targets > 0.5) & mask]
+            neg = logits[(targets < 0.5) & mask]
+            margin = float(pos.mean() - neg.mean()) if len(pos) and len(neg) else 0.0
+        return total, {"loss": float(total.detach()), "bce": float(bce.detach()), "theta_sq": float(norm.detach()),
+                       "alpha": alpha, "margin": margin, "B": U}
+
+    # -- loop ------------------------------------------------------------------------------------
+    def validate(self) -> dict[str, float]:
+        v = self.val
+        logits = pair_logits(self.gen, v.data, v.a, v.b, self.hc["impl"])
+        _, acc = best_accuracy_threshold(logits, v.same)
+        return {"val_accuracy": acc, "val_auc": roc_auc(logits, v.same)}
+
+    def save(self, name: str = "last.pt") -> None:
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.ckpt_dir / (name + ".tmp")
+        torch.save({"generator": self.gen.state_dict(), "optimizer": self.opt.state_dict(),
+                    "state": json.dumps(self.state.__dict__), "hypernet": json.dumps(self.hc),
+                    "spec": json.dumps(self.spec.to_dict()), "generator_config": json.dumps(self.gen.config),
+                    "rng": json.dumps(self.rng.bit_generator.state), "aug_rng": self.aug_gen.get_state()}, tmp)
+        os.replace(tmp, self.ckpt_dir / name)
+
+    def load(self) -> bool:
+        path = self.ckpt_dir / "last.pt"
+        if not path.exists():
+            return False
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        self.gen.load_state_dict(ckpt["generator"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.state = HypernetState(**json.loads(ckpt["state"]))
+        self.rng.bit_generator.state = json.loads(ckpt["rng"])
+        self.aug_gen.set_state(ckpt["aug_rng"])
+        return True
+
+    def train(self, max_minutes: float | None = None) -> HypernetState:
+        from tqdm import tqdm
+
+        hc = self.hc
+        total = int(hc["steps"])
+        start = last_ckpt = time.time()
+
+        def on_sigint(signum, frame):
+            self._stop = True
+            self.log("stop requested: saving a checkpoint")
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        bar = tqdm(total=total, initial=self.state.step, desc="hypernet", dynamic_ncols=True)
+        try:
+            while self.state.step < total and not self._stop:
+                step = self.state.step
+                for g in self.opt.param_groups:
+                    g["lr"] = self.lr(step)
+                batch = self.make_batch(step)
+                loss, logs = self.loss(batch, step)
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.gen.parameters(), 5.0)
+                self.opt.step()
+                self.state.step += 1
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.3f}" for k, v in logs.items() if k in ("bce", "margin")} | {"B": logs["B"]})
+                if self.state.step % 25 == 0:
+                    self.state.history.append({"step": self.state.step, **logs})
+                if self.state.step % int(hc["eval_every"]) == 0 or self.state.step == total:
+                    val = self.validate()
+                    self.state.history.append({"step": self.state.step, **val})
+                    self.log(json.dumps({"step": self.state.step, **val}))
+                    if val["val_auc"] > self.state.best_val_auc:
+                        self.state.best_val_auc = val["val_auc"]
+                        self.save("best.pt")
+                if time.time() - last_ckpt > 60 * float(hc["checkpoint_minutes"]):
+                    self.save()
+                    last_ckpt = time.time()
+                if max_minutes is not None and time.time() - start > 60 * max_minutes:
+                    self.log(f"time budget of {max_minutes} min reached")
+                    break
+        finally:
+            bar.close()
+            self.save()
+            signal.signal(signal.SIGINT, previous)
+        return self.state
+
+
+def run_hypernet_training(cfg: Config, resume: bool = False, max_minutes: float | None = None) -> dict[str, Any]:
+    trainer = HypernetTrainer(cfg)
+    if resume and trainer.load():
+        print(f"resumed at step {trainer.state.step}")
+    elif not resume and (trainer.ckpt_dir / "last.pt").exists():
+        raise ConfigError(f"{trainer.ckpt_dir / 'last.pt'} exists: pass --resume or choose another hypernet.checkpoint_dir")
+    budget = max_minutes if max_minutes is not None else cfg.get_path("hypernet.max_minutes")
+    state = trainer.train(budget)
+    (trainer.ckpt_dir / "history.json").write_text(json.dumps(state.history, indent=1))
+    return {"step": state.step, "best_val_auc": state.best_val_auc, "checkpoint": str(trainer.ckpt_dir / "best.pt")}

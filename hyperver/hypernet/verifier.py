@@ -1,0 +1,134 @@
+"""The tiny per-user verifier f and its flat weight vector theta.
+
+f: aligned face crop -> one logit ("is this the enrolled person?"). A stack of strided 3x3
+grouped convolutions, each followed by affine-free instance normalisation (non-parametric:
+nothing per-user to store beyond the convs) and ReLU, a 1x1 conv, global average pooling and
+a 2-layer head. All of f's weights live in ONE flat vector theta whose layout is
+``VerifierSpec.layout()``: a list of (name, shape) in order, weights before biases per layer::
+
+    conv{i}.weight (C_out, C_in/groups, k, k), conv{i}.bias (C_out,)  for each conv
+    mix.weight (C, C, 1, 1), mix.bias (C,)
+    fc1.weight (H, C), fc1.bias (H,), fc2.weight (1, H), fc2.bias (1,)
+
+The same definition serves enrollment (one theta), training (many thetas at once, see
+``batched``) and export (the layout tells where each tensor sits in the TFLite/ONNX buffers).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class VerifierSpec:
+    input_size: int = 64
+    channels: tuple[int, ...] = (16, 32, 64, 64)
+    groups: tuple[int, ...] = (1, 2, 4, 4)
+    strides: tuple[int, ...] = (2, 2, 2, 2)
+    kernel: int = 3
+    hidden: int = 32
+    eps: float = 1e-5
+
+    def __post_init__(self):
+        if not (len(self.channels) == len(self.groups) == len(self.strides)):
+            raise ValueError("channels, groups and strides need one entry per conv")
+        cin = 3
+        for c, g in zip(self.channels, self.groups):
+            if cin % g or c % g:
+                raise ValueError(f"groups={g} must divide both {cin} input and {c} output channels")
+            cin = c
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "VerifierSpec":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown verifier spec keys {sorted(unknown)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(asdict(self)))
+
+    def layout(self) -> list[tuple[str, tuple[int, ...]]]:
+        out, cin = [], 3
+        for i, (c, g) in enumerate(zip(self.channels, self.groups)):
+            out += [(f"conv{i}.weight", (c, cin // g, self.kernel, self.kernel)), (f"conv{i}.bias", (c,))]
+            cin = c
+        out += [("mix.weight", (cin, cin, 1, 1)), ("mix.bias", (cin,)),
+                ("fc1.weight", (self.hidden, cin)), ("fc1.bias", (self.hidden,)),
+                ("fc2.weight", (1, self.hidden)), ("fc2.bias", (1,))]
+        return out
+
+    @property
+    def n_params(self) -> int:
+        return sum(int(torch.Size(s).numel()) for _, s in self.layout())
+
+    @property
+    def version(self) -> str:
+        """Identifies f's architecture and theta layout; a user model for another version is refused."""
+        digest = hashlib.sha1(json.dumps([self.to_dict(), self.layout()]).encode()).hexdigest()[:10]
+        return f"f-v1-{digest}"
+
+    def offsets(self) -> dict[str, tuple[int, int, tuple[int, ...]]]:
+        pos, out = 0, {}
+        for name, shape in self.layout():
+            n = int(torch.Size(shape).numel())
+            out[name] = (pos, pos + n, shape)
+            pos += n
+        return out
+
+
+def unflatten(spec: VerifierSpec, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+    """theta (..., P) -> named tensors (..., *shape), views into theta."""
+    if theta.shape[-1] != spec.n_params:
+        raise ValueError(f"theta has {theta.shape[-1]} values, f {spec.version} needs {spec.n_params}")
+    lead = theta.shape[:-1]
+    return {name: theta[..., a:b].reshape(*lead, *shape) for name, (a, b, shape) in spec.offsets().items()}
+
+
+def init_theta(spec: VerifierSpec, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A theta with He-initialised weights and zero biases (what a freshly built f would hold)."""
+    parts = []
+    for name, shape in spec.layout():
+        if name.endswith(".bias"):
+            parts.append(torch.zeros(shape).flatten())
+        else:
+            fan_in = int(torch.Size(shape[1:]).numel())
+            gain = 1.0 if name.startswith("fc2") else 2.0 ** 0.5
+            parts.append((torch.randn(shape, generator=generator) * gain / fan_in ** 0.5).flatten())
+    return torch.cat(parts)
+
+
+def forward(spec: VerifierSpec, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """One verifier (theta of shape (P,)) on images x (N, 3, S, S) in [-1, 1] -> logits (N,)."""
+    w = unflatten(spec, theta)
+    h = x
+    for i, (g, s) in enumerate(zip(spec.groups, spec.strides)):
+        h = F.conv2d(h, w[f"conv{i}.weight"], w[f"conv{i}.bias"], stride=s, padding=spec.kernel // 2, groups=g)
+        h = F.relu(F.instance_norm(h, eps=spec.eps))
+    h = F.relu(F.instance_norm(F.conv2d(h, w["mix.weight"], w["mix.bias"]), eps=spec.eps))
+    h = h.mean((2, 3))
+    h = F.relu(F.linear(h, w["fc1.weight"], w["fc1.bias"]))
+    return F.linear(h, w["fc2.weight"], w["fc2.bias"]).squeeze(-1)
+
+
+class VerifierModule(torch.nn.Module):
+    """f as an ordinary module (for counting tools and export); its parameters follow the layout."""
+
+    def __init__(self, spec: VerifierSpec, theta: torch.Tensor | None = None):
+        super().__init__()
+        self.spec = spec
+        theta = init_theta(spec) if theta is None else theta.detach().float()
+        for name, tensor in unflatten(spec, theta).items():
+            self.register_parameter(name.replace(".", "_"), torch.nn.Parameter(tensor.clone()))
+
+    def theta(self) -> torch.Tensor:
+        return torch.cat([getattr(self, n.replace(".", "_")).detach().flatten() for n, _ in self.spec.layout()])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return forward(self.spec, torch.cat([getattr(self, n.replace(".", "_")).flatten()
+                                            for n, _ in self.spec.layout()]), x)
