@@ -221,6 +221,55 @@ def _run_search(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- hypernetwork ---------------------------------------------------------------------------------
+def _conf_hypernet_train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", action="store_true", help="continue from hypernet.checkpoint_dir/last.pt")
+    p.add_argument("--max-minutes", type=float, default=None)
+
+
+def _run_hypernet_train(args: argparse.Namespace) -> int:
+    from .hypernet.train import run_hypernet_training
+
+    print(json.dumps(run_hypernet_training(_cfg(args), args.resume, args.max_minutes)))
+    return 0
+
+
+def _conf_enroll(p: argparse.ArgumentParser) -> None:
+    p.add_argument("photos", nargs="+", help="one or more photos of the user (embeddings are averaged)")
+    p.add_argument("-o", "--output", required=True, help="where to write the per-user model")
+    p.add_argument("--generator", required=True, help="trained generator (.safetensors)")
+    p.add_argument("--flip", action="store_true", help="also average the mirrored photos' embeddings")
+    p.add_argument("--threshold", type=float, default=None, help="override the generator's decision threshold")
+
+
+def _run_enroll(args: argparse.Namespace) -> int:
+    from .hypernet.enroll import Enroller
+
+    enroller = Enroller(args.generator, _cfg(args), threshold=args.threshold)
+    user = enroller.enroll(args.photos, flip_average=args.flip)
+    path = user.save(args.output)
+    print(json.dumps({"output": str(path), "f_version": user.spec.version, "threshold": user.threshold,
+                      "bytes": path.stat().st_size}))
+    return 0
+
+
+def _conf_verify(p: argparse.ArgumentParser) -> None:
+    p.add_argument("user_model", help="per-user model written by `hyperver enroll`")
+    p.add_argument("photo", help="probe photo with exactly one face")
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from .api import get_aligner
+    from .hypernet.enroll import verify
+    from .hypernet.model_io import UserModel
+
+    cfg = _cfg(args)
+    res = verify(UserModel.load(args.user_model), args.photo, get_aligner(cfg),
+                 {k: cfg.get_path(f"image.{k}") for k in ("max_bytes", "max_pixels", "min_side")})
+    print(json.dumps(res))
+    return 0 if res["match"] else 1
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "eval": ("evaluate an embedder on a verification/identification protocol", _conf_eval, _run_eval),
     "cache": ("align and embed datasets into the on-disk cache", _conf_cache, _run_cache),
@@ -233,6 +282,10 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
                         _run_supernet_report),
     "lut": ("measure, import or check per-block latency look-up tables (device profiles)", _conf_lut, _run_lut),
     "search": ("accuracy dataset, comparator and device-aware evolutionary search", _conf_search, _run_search),
+    "hypernet-train": ("train the weight generator h_gen (per-user verifiers)", _conf_hypernet_train,
+                       _run_hypernet_train),
+    "enroll": ("one-shot enrollment: photo(s) -> per-user model", _conf_enroll, _run_enroll),
+    "verify": ("score a photo with a per-user model (exit 0 match, 1 no match, 2 error)", _conf_verify, _run_verify),
 }
 
 
