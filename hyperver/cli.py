@@ -103,12 +103,17 @@ def _run_eval(args: argparse.Namespace) -> int:
 def _conf_supernet_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in supernet.checkpoint_dir")
     p.add_argument("--max-minutes", type=float, default=None, help="stop with a checkpoint after this long")
+    p.add_argument("--init-from", default=None, help="start from exported SuperNet weights (e.g. a committed asset)")
+    p.add_argument("--export", default=None, help="after training, write fp16 weights (+ training state) here")
+    p.add_argument("--export-only", action="store_true", help="with --resume: export the checkpoint, do not train")
 
 
 def _run_supernet_train(args: argparse.Namespace) -> int:
     from .descriptor.train import run_supernet_training
 
-    print(json.dumps(run_supernet_training(_cfg(args), resume=args.resume, max_minutes=args.max_minutes)))
+    res = run_supernet_training(_cfg(args), resume=args.resume, max_minutes=args.max_minutes,
+                                init_weights=args.init_from, export=args.export, export_only=args.export_only)
+    print(json.dumps(res))
     return 0
 
 

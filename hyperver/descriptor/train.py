@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -68,21 +69,67 @@ def build_trainer(cfg: Config, log=print) -> tuple[ProgressiveShrinkingTrainer, 
     return trainer, {"train": train, "val": val}
 
 
-def run_supernet_training(cfg: Config, resume: bool = False, max_minutes: float | None = None) -> dict[str, Any]:
+def export_training_state(trainer: ProgressiveShrinkingTrainer, weights: str | Path) -> dict[str, str]:
+    """Weights for users (fp16 SuperNet) + a small training-state file (loss head, history) that lets
+    a later session continue with ``--init-from`` on a fresh machine (the optimizer state is not kept)."""
+    from safetensors.torch import save_file
+
+    from supernet.io import save_supernet
+
+    weights = Path(weights)
+    save_supernet(trainer.net, weights, extra={"phase": trainer.state.phase, "global_step": trainer.state.global_step})
+    state_path = weights.with_name(weights.stem + "_train_state.safetensors")
+    save_file({k: v.contiguous() for k, v in trainer.loss_module.state_dict().items()}, str(state_path),
+              metadata={"state": json.dumps(asdict(trainer.state))})
+    return {"weights": str(weights), "train_state": str(state_path)}
+
+
+def init_from(trainer: ProgressiveShrinkingTrainer, weights: str | Path) -> None:
+    """Start from exported weights (and the ArcFace head, if its state file is next to them)."""
+    from safetensors import safe_open
+
+    from supernet.io import load_supernet
+
+    trainer.net.load_state_dict(load_supernet(weights).state_dict())
+    state_path = Path(weights).with_name(Path(weights).stem + "_train_state.safetensors")
+    if state_path.exists():
+        with safe_open(str(state_path), framework="pt") as f:
+            head = {k: f.get_tensor(k) for k in f.keys()}
+            history = json.loads((f.metadata() or {}).get("state", "{}")).get("history", [])
+        if head["weight"].shape == trainer.loss_module.weight.shape:
+            trainer.loss_module.load_state_dict(head)
+        trainer.state.history = list(history)
+
+
+def run_supernet_training(cfg: Config, resume: bool = False, max_minutes: float | None = None,
+                          init_weights: str | None = None, export: str | None = None,
+                          export_only: bool = False) -> dict[str, Any]:
     init_distributed_from_env()
     trainer, _ = build_trainer(cfg)
+    if init_weights:
+        if resume:
+            raise ConfigError("use either --resume or --init-from, not both")
+        init_from(trainer, init_weights)
+        print(f"initialised from {init_weights}")
     if resume and trainer.load_checkpoint():
         print(f"resumed from {trainer.checkpoint_path}: phase {trainer.state.phase}, step {trainer.state.global_step}")
     elif not resume and trainer.checkpoint_path.exists():
         raise ConfigError(f"{trainer.checkpoint_path} exists: pass --resume to continue it, or choose another "
                           f"supernet.checkpoint_dir")
+    if export_only:
+        if not export:
+            raise ConfigError("--export-only needs --export PATH")
+        return {"exported": export_training_state(trainer, export), "phase": trainer.state.phase,
+                "step": trainer.state.global_step}
     budget = max_minutes if max_minutes is not None else cfg.get_path("supernet.max_minutes")
     state = trainer.train(max_minutes=budget)
     done = state.phase >= len(trainer.cfg.phases)
     if not is_distributed() or torch.distributed.get_rank() == 0:
         (trainer.ckpt_dir / "history.json").write_text(json.dumps(state.history, indent=1))
+    exported = export_training_state(trainer, export) if export and (not is_distributed() or
+                                                                      torch.distributed.get_rank() == 0) else None
     if is_distributed():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
-    return {"finished": done, "phase": state.phase, "step": state.global_step, "elapsed_min": state.elapsed_s / 60,
+    return {"exported": exported, "finished": done, "phase": state.phase, "step": state.global_step, "elapsed_min": state.elapsed_s / 60,
             "checkpoint": str(trainer.checkpoint_path)}

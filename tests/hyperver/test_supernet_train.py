@@ -60,6 +60,19 @@ def test_train_runs_all_phases_and_refuses_to_overwrite(tmp_path, data_root):
     assert [h["phase"] for h in history if "eval" in h] == ["full", "elastic"]
     again = _run(["supernet-train", "--config", str(cfg)], tmp_path, data_root)
     assert again.returncode == 2 and "--resume" in again.stderr
+    # Export for users / a later session, then start a new run from the exported weights.
+    weights = tmp_path / "assets" / "sn.safetensors"
+    exp = _run(["supernet-train", "--config", str(cfg), "--resume", "--export-only", "--export", str(weights)],
+               tmp_path, data_root)
+    assert exp.returncode == 0, exp.stderr[-2000:]
+    assert weights.exists() and (tmp_path / "assets" / "sn_train_state.safetensors").exists()
+    from supernet.io import load_supernet
+
+    assert load_supernet(weights).input_size == 48
+    cont = _run(["supernet-train", "--config", str(cfg), "--init-from", str(weights),
+                 "--set", f"supernet.checkpoint_dir={tmp_path / 'ckpt2'}"], tmp_path, data_root)
+    assert cont.returncode == 0, cont.stderr[-2000:]
+    assert "initialised from" in cont.stdout
 
 
 def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path, data_root):
