@@ -26,7 +26,10 @@ def _cfg(args: argparse.Namespace) -> Config:
 
 # -- cache --------------------------------------------------------------------------------------
 def _conf_cache(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["build", "stats"], help="build: align+embed what is missing; stats: counts")
+    p.add_argument("action", choices=["build", "stats", "export-pack", "import-pack"],
+                   help="build: align+embed what is missing; stats: counts; export-pack/import-pack: move the "
+                        "detections + embeddings as a small file (crops are re-warped on import)")
+    p.add_argument("--pack-dir", default="assets/feature_packs", help="folder of feature packs")
     p.add_argument("--datasets", nargs="+", default=["lfw"], help="configured dataset names (default: lfw)")
     p.add_argument("--embedder", default=None, help="embedder to cache (default: embed.model); 'none' = crops only")
     p.add_argument("--workers", type=int, default=None, help="processes (default: embed.workers)")
@@ -45,6 +48,16 @@ def _run_cache(args: argparse.Namespace) -> int:
     reports = []
     for name in args.datasets:
         records = open_dataset(cfg, name).records()[: args.limit]
+        if args.action in ("export-pack", "import-pack"):
+            from .feature_pack import export_pack, import_pack
+
+            if args.action == "export-pack":
+                rep = {"dataset": name, "pack": str(export_pack(cfg, name, embedder, args.pack_dir))}
+            else:
+                rep = import_pack(cfg, name, embedder, args.pack_dir)
+            reports.append(rep)
+            print(json.dumps(rep))
+            continue
         cache = FeatureCache(cfg, name, embedder)
         if args.action == "build":
             rep = cache.build(records, workers=args.workers).as_dict()

@@ -66,3 +66,20 @@ def test_embedding_cache_reuses_aligned_crops(tmp_path, my_dataset):
     assert crops_only.build(records, progress=False).aligned_new == 5
     rep = FeatureCache(cfg, "mine", "dlib").build(records, progress=False)
     assert rep.aligned_new == 0 and rep.embedded_new == 5
+
+
+def test_feature_pack_round_trip(tmp_path, my_dataset):
+    from hyperver.feature_pack import export_pack, import_pack
+
+    cfg = _cfg(tmp_path, my_dataset)
+    records = [r for r in open_dataset(cfg, "mine").records() if r.path.name != "broken.jpg"]
+    original = FeatureCache(cfg, "mine", "dlib")
+    want = original.embeddings(records)
+    pack = export_pack(cfg, "mine", "dlib", tmp_path / "packs")
+    fresh = _cfg(tmp_path / "fresh", my_dataset)
+    rep = import_pack(fresh, "mine", "dlib", tmp_path / "packs")
+    assert rep["imported"] == 5 and pack.stat().st_size < 50_000
+    again = FeatureCache(fresh, "mine", "dlib")
+    np.testing.assert_allclose(again.embeddings(records, build=False), want, atol=1e-3)
+    assert np.abs(again.crops(records).astype(int) - original.crops(records)).max() <= 1
+    assert again.alignment_stats(records)["fallback_crops"] == 1
