@@ -336,7 +336,7 @@ def search_report(cfg: Config, devices: Sequence[str], budgets_rel: Sequence[flo
     and measured latency; comparator calls vs population; a Pareto plot of the accuracy dataset."""
     from supernet.nas.measure import measure_network
 
-    from .descriptor.report import _eval_test_folds
+    from .descriptor.report import eval_subnet_on_test_folds
     from supernet.export import load_subnet
 
     runs = []
@@ -345,7 +345,7 @@ def search_report(cfg: Config, devices: Sequence[str], budgets_rel: Sequence[flo
         for rel in budgets_rel:
             for r in run_search(cfg, device, budget_rel=rel, weights=weights, progress=False):
                 sub = load_subnet(r["files"]["safetensors"])
-                test = _eval_test_folds(cfg, Path(r["files"]["safetensors"]).stem, Path(r["files"]["safetensors"]))
+                test = eval_subnet_on_test_folds(cfg, Path(r["files"]["safetensors"]).stem, Path(r["files"]["safetensors"]))
                 lat = measure_network(sub, sub.net_config["input_size"], prof.runtime, prof.threads).mean
                 runs.append({**{k: r[k] for k in ("method", "backend", "device", "budget_ms", "predicted_latency_ms",
                                                   "params", "search_s", "comparator_calls", "arch_id")},

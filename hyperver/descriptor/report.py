@@ -50,7 +50,7 @@ def export_subnet(net: OFAMobileNetV3, arch: Mapping[str, Sequence[int]], out_di
     return {"subnet": sub, "files": {k: str(v) for k, v in files.items()}}
 
 
-def _eval_test_folds(cfg: Config, name: str, weights: Path) -> dict[str, float]:
+def eval_subnet_on_test_folds(cfg: Config, name: str, weights: Path) -> dict[str, float]:
     from ..eval.protocols import evaluate_lfw_pairs
     from ..features import FeatureCache
 
@@ -112,7 +112,7 @@ def run_supernet_report(cfg: Config, weights: str | Path, out: str | Path, n_ran
     for name, arch in named:
         exp = export_subnet(net, arch, work, calib, name=name, bn_images=int(sc["bn_images"]))
         sub = exp["subnet"]
-        test = _eval_test_folds(cfg, f"{Path(weights).stem}_{name}", Path(exp["files"]["safetensors"]))
+        test = eval_subnet_on_test_folds(cfg, f"{Path(weights).stem}_{name}", Path(exp["files"]["safetensors"]))
         valm = validate_subnet(sub, val, calib, size, int(sc["bn_images"]))
         lat = tflite_latency(exp["files"]["tflite"], threads=1)
         rows.append({"name": name, "arch": arch, "arch_id": arch_id(arch), "accuracy": test["accuracy"],
