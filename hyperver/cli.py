@@ -140,15 +140,21 @@ def _conf_supernet_export(p: argparse.ArgumentParser) -> None:
 
 
 def _run_supernet_export(args: argparse.Namespace) -> int:
-    from supernet.io import load_supernet
     from supernet.space import load_arch
 
+    from .descriptor import load_supernet_weights
     from .descriptor.data import load_face_tensors
     from .descriptor.report import export_subnet
 
     cfg = _cfg(args)
-    net = load_supernet(args.weights)
-    arch = getattr(net.space, args.arch)() if args.arch in ("largest", "smallest") else load_arch(args.arch, net.space)
+    net = load_supernet_weights(args.weights)
+    if args.arch in ("largest", "smallest"):
+        arch = getattr(net.space, args.arch)()
+    else:
+        try:
+            arch = load_arch(args.arch, net.space)
+        except (FileNotFoundError, ValueError) as exc:
+            raise ConfigError(str(exc)) from exc
     calib = load_face_tensors(cfg, ["lfw_train", "celeba"], cfg.get_path("supernet.teacher"))
     res = export_subnet(net, arch, args.out_dir, calib, name=args.name, bn_images=int(cfg.get_path("supernet.bn_images")),
                         tflite=not args.no_tflite)

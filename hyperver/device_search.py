@@ -18,20 +18,16 @@ from supernet.nas.efficiency import DeviceProfile, LatencyLUT, NetworkGeometry
 from supernet.space import DEFAULT_SPACE, SearchSpace
 
 from .config import Config
-from .errors import ConfigError, ModelFileError
+from .errors import ConfigError
 from .reporting import write_result
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _supernet(cfg: Config, weights: str | None = None):
-    from supernet.io import load_supernet
+    from .descriptor import load_supernet_weights
 
-    path = Path(weights or cfg.get_path("search.supernet_weights"))
-    try:
-        return load_supernet(path)
-    except (FileNotFoundError, ValueError) as exc:
-        raise ModelFileError(f"{exc} (train one with `hyperver supernet-train` or pass --weights)") from exc
+    return load_supernet_weights(weights or cfg.get_path("search.supernet_weights"))
 
 
 def geometry_for(net) -> NetworkGeometry:
@@ -49,14 +45,11 @@ def lut_measure(cfg: Config, backend: str, threads: int, name: str | None = None
     name = name or f"this_cpu_{backend}_t{threads}"
     out = Path(out_dir or cfg.get_path("search.devices_dir"))
     lut_path = out / f"{name}.lut.txt"
-    existing = LatencyLUT(geom, LatencyLUT.read_text(lut_path)) if lut_path.exists() else None
+    # Resumable: keys already in the file are kept, and the file is rewritten after every block.
+    lut = LatencyLUT(geom, LatencyLUT.read_text(lut_path) if lut_path.exists() else None)
     p = cfg.get_path("search.lut")
-
-    def checkpoint(key, entry):  # keep partial progress: a killed measurement resumes
-        lut.save_text(lut_path)
-
-    lut = existing or LatencyLUT(geom)
-    lut = measure_lut(geom, backend, threads, int(p["warmup"]), int(p["repeats"]), existing=lut, on_entry=checkpoint)
+    measure_lut(geom, backend, threads, int(p["warmup"]), int(p["repeats"]), existing=lut,
+                on_entry=lambda key, entry: lut.save_text(lut_path))
     lut.save_text(lut_path)
     profile = DeviceProfile(name, backend, threads, lut_path.name, net.input_size, net.width_mult, net.embed_dim)
     profile.save(out / f"{name}.json")
@@ -161,7 +154,9 @@ def face_subnet_evaluator(cfg: Config, net):
     import torch
 
     from .descriptor.data import load_face_tensors
-    from .descriptor.evaluate import embed_crops, recalibrate_bn, bn_batches
+    from supernet.calibrate import recalibrate_bn
+
+    from .descriptor.evaluate import bn_batches, embed_crops
     from .descriptor.train import load_validation_set
     from .eval.metrics import best_accuracy_threshold, identification_accuracy, roc_auc
 
@@ -340,6 +335,8 @@ def search_report(cfg: Config, devices: Sequence[str], budgets_rel: Sequence[flo
     from supernet.export import load_subnet
 
     runs = []
+    metric = cfg.get_path("search.target_metric")
+    validate = face_subnet_evaluator(cfg, _supernet(cfg, weights))
     for device in devices:
         prof = load_profile(cfg, device)
         for rel in budgets_rel:
@@ -351,6 +348,7 @@ def search_report(cfg: Config, devices: Sequence[str], budgets_rel: Sequence[flo
                                                   "params", "search_s", "comparator_calls", "arch_id")},
                              "budget_rel": rel, "latency_ms": lat, "accuracy": test["accuracy"],
                              "val_at_far_1e3": test["val_at_far_1e3"], "within_budget": bool(lat <= r["budget_ms"]),
+                             metric: validate(r["arch"])[metric],
                              "arch": r["arch"]})
                 print(json.dumps({k: v for k, v in runs[-1].items() if k != "arch"}))
     calls = calls_vs_population(cfg, devices[0], weights=weights)
@@ -383,16 +381,11 @@ def _plot_pareto(cfg: Config, device: str, runs: Sequence[dict], path: Path, wei
             front.append(k)
     ax.plot(lat[front], acc[front], "k-", lw=1, label="Pareto front")
     markers = {"nac_quickselect": "*", "mlp_sort": "s", "random": "^"}
-    for r in runs:
-        if r["device"] != lut_device_name(cfg, device):
-            continue
-        a = [x for x in rows if x["arch"] == r["arch"]]
-        y = a[0][metric] if a else None
+    name = load_profile(cfg, device).name
+    for r in (r for r in runs if r["device"] == name):
         ax.axvline(r["budget_ms"], color="grey", lw=0.6, ls=":")
-        if y is not None:
-            ax.scatter([r["predicted_latency_ms"]], [y], marker=markers.get(r["method"], "o"), s=80)
-        else:
-            ax.scatter([r["predicted_latency_ms"]], [np.nan], marker=markers.get(r["method"], "o"))
+        ax.scatter([r["predicted_latency_ms"]], [r[metric]], marker=markers.get(r["method"], "o"), s=80,
+                   label=f"{r['method']} @ {r['budget_rel']:g}x")
     ax.set_xlabel(f"LUT latency on {device} (ms)")
     ax.set_ylabel(f"{metric} (LFW set 5)")
     ax.grid(alpha=0.3)
@@ -401,6 +394,3 @@ def _plot_pareto(cfg: Config, device: str, runs: Sequence[dict], path: Path, wei
     fig.savefig(path)
     plt.close(fig)
 
-
-def lut_device_name(cfg: Config, device: str) -> str:
-    return load_profile(cfg, device).name

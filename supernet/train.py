@@ -48,7 +48,6 @@ class Phase:
 @dataclass
 class TrainerConfig:
     phases: list[Phase]
-    batch_size: int = 64
     optimizer: str = "sgd"                  # "sgd" (OFA's choice, Nesterov) or "adamw"
     weight_decay: float = 3e-5
     momentum: float = 0.9

@@ -46,6 +46,10 @@ class _Lines:
         self.pos += 1
         return item
 
+    def peek_width(self) -> int:
+        """Number of fields on the next line (0 at the end of the file)."""
+        return len(self.items[self.pos][1]) if self.pos < len(self.items) else 0
+
     def error(self, lineno: int, msg: str) -> DatasetError:
         return DatasetError(f"{self.path}:{lineno}: {msg}")
 
@@ -122,8 +126,9 @@ class LFWDataset:
         lines = _Lines(self.root / filename)
         lineno, header = lines.next("a header")
         (first,) = lines.ints(lineno, header, "a single integer header")
-        # View 2 starts with the number of sets, then a count line per set; View 1 has one count.
-        view2 = filename == "people.txt"
+        # View 2 starts with the number of sets, then a count line per set; View 1 has one count
+        # followed directly by 'name count' lines. The line after the header tells which.
+        view2 = lines.peek_width() == 1
         n_sets, sets = (first, []) if view2 else (1, [])
         for _ in range(n_sets):
             if view2:

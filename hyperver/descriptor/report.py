@@ -7,12 +7,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import torch
 
 from supernet.calibrate import recalibrate_bn
 from supernet.elastic import OFAMobileNetV3
 from supernet.export import export_onnx, export_tflite, parity, save_subnet
-from supernet.io import load_supernet
 from supernet.latency import tflite_latency
 from supernet.profile import count_macs, count_params
 from supernet.space import arch_id, save_arch
@@ -21,6 +19,7 @@ from supernet.static import StaticMobileNetV3
 from ..config import Config, merge
 from ..data import LFWSplit, open_dataset
 from ..reporting import write_result
+from . import load_supernet_weights
 from .data import FaceTensors, load_face_tensors, to_input
 from .evaluate import bn_batches, validate_subnet
 from .train import load_validation_set
@@ -97,7 +96,7 @@ def plot_training_curves(history: list[dict], path: str | Path) -> str:
 def run_supernet_report(cfg: Config, weights: str | Path, out: str | Path, n_random: int = 5, seed: int = 0,
                         history: str | Path | None = None) -> dict[str, Any]:
     sc = cfg.get_path("supernet")
-    net = load_supernet(weights)
+    net = load_supernet_weights(weights)
     calib = load_face_tensors(cfg, ["lfw_train", "celeba"], sc["teacher"])
     val = load_validation_set(cfg, sc["teacher"])
     rng = np.random.default_rng(seed)

@@ -54,7 +54,7 @@ def build_trainer(cfg: Config, log=print) -> tuple[ProgressiveShrinkingTrainer, 
                          input_size=int(sc["input_size"]))
     loss = DistillArcFaceLoss(train.n_classes, int(sc["embed_dim"]), train.teacher.mean(0), **sc["loss"])
     phases = [Phase(**p) for p in sc["phases"]]
-    tcfg = TrainerConfig(phases=phases, batch_size=int(sc["batch_size"]), optimizer=str(sc["optimizer"]),
+    tcfg = TrainerConfig(phases=phases, optimizer=str(sc["optimizer"]),
                          weight_decay=float(sc["weight_decay"]),
                          warmup_steps=int(sc["warmup_steps"]), checkpoint_minutes=float(sc["checkpoint_minutes"]),
                          eval_every_steps=int(sc["eval_every_steps"]), grad_clip=float(sc["grad_clip"]),
@@ -88,9 +88,9 @@ def init_from(trainer: ProgressiveShrinkingTrainer, weights: str | Path) -> None
     """Start from exported weights (and the ArcFace head, if its state file is next to them)."""
     from safetensors import safe_open
 
-    from supernet.io import load_supernet
+    from . import load_supernet_weights
 
-    trainer.net.load_state_dict(load_supernet(weights).state_dict())
+    trainer.net.load_state_dict(load_supernet_weights(weights).state_dict())
     state_path = Path(weights).with_name(Path(weights).stem + "_train_state.safetensors")
     if state_path.exists():
         with safe_open(str(state_path), framework="pt") as f:

@@ -171,15 +171,14 @@ class HypernetTrainer:
         if n_neg is None:
             logits = score_matrix(self.spec, thetas, batch["x"], hc["impl"])
         else:
-            # Each verifier: its positives + n_neg sampled negatives (the quadratic-cost fix).
-            cols = []
-            for u in range(U):
-                pos = torch.nonzero((targets[u] > 0.5) & mask[u]).flatten()
-                neg = torch.nonzero(targets[u] < 0.5).flatten()
-                neg = neg[torch.randperm(len(neg), generator=self.aug_gen)[: int(n_neg)]]
-                cols.append(torch.cat([pos, neg]))
-            width = min(len(c) for c in cols)
-            cols_t = torch.stack([c[:width] for c in cols])                 # (U, S)
+            # Each verifier: its positives + n_neg sampled negatives (the quadratic-cost fix). Every
+            # user has the same number of scored positives (n - 1), so the choice is one tensor op:
+            # positives rank first, then negatives in random order, keep the first n - 1 + n_neg.
+            pos = (targets > 0.5) & mask
+            n_pos = int(pos.sum(1).min())
+            rank = torch.rand(targets.shape, generator=self.aug_gen)
+            rank = torch.where(pos, rank + 2.0, torch.where(targets < 0.5, rank, torch.full_like(rank, -1.0)))
+            cols_t = rank.topk(n_pos + min(int(n_neg), int((targets < 0.5).sum(1).min())), dim=1).indices
             logits = score_matrix(self.spec, thetas, batch["x"][cols_t], hc["impl"])
             targets = torch.gather(targets, 1, cols_t)
             mask = torch.ones_like(targets, dtype=torch.bool)

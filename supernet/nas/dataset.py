@@ -25,15 +25,16 @@ def read_dataset(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.exists():
         return []
+    lines = path.read_text().splitlines()
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
-            # A line cut by a kill mid-write: ignore it (it is re-evaluated on resume).
-            if n != len(path.read_text().splitlines()):
+            # A last line cut by a kill mid-write is dropped (re-evaluated on resume); elsewhere it is corruption.
+            if n != len(lines):
                 raise ValueError(f"{path}:{n}: corrupt line in the accuracy dataset") from None
     return rows
 

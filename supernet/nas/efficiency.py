@@ -9,7 +9,7 @@ standalone model on the target runtime. Keys follow OFA's style so LUTs measured
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
@@ -75,25 +75,15 @@ class NetworkGeometry:
         return out
 
     def all_blocks(self) -> Iterator[BlockSpec]:
-        """Every distinct block any subnet of the space can contain."""
+        """Every distinct block any subnet of the space can contain: the largest subnet has every
+        block position; each elastic position (index >= 2) comes in every kernel x expand."""
         seen: dict[str, BlockSpec] = {}
-        largest = self.space.largest()
-        for b in self.blocks(largest):
-            if b.kind != "mbconv":
-                seen[b.key] = b
-        seen[self.blocks(largest)[1].key] = self.blocks(largest)[1]
-        p, sp = self.plan, self.space
-        size = _out(self.input_size, 2)
-        cin = p["stem"]
-        for s, stage in enumerate(sp.stages):
-            for j in range(sp.max_depth):
-                stride = stage.stride if j == 0 else 1
-                nxt = _out(size, stride)
-                for k in sp.kernels:
-                    for e in sp.expands:
-                        b = BlockSpec("mbconv", size, cin, nxt, p["stages"][s], k, e, stride, stage.act, stage.se)
-                        seen.setdefault(b.key, b)
-                size, cin = nxt, p["stages"][s]
+        for i, b in enumerate(self.blocks(self.space.largest())):
+            is_elastic = b.kind == "mbconv" and i >= 2   # index 1 is the fixed first block
+            variants = ([replace(b, kernel=k, expand=e) for k in self.space.kernels for e in self.space.expands]
+                        if is_elastic else [b])
+            for v in variants:
+                seen.setdefault(v.key, v)
         return iter(seen.values())
 
     def params(self, arch: Mapping[str, Sequence[int]]) -> int:

@@ -76,6 +76,14 @@ def test_open_dataset_from_config(cfg, tmp_path):
         open_dataset(missing, "celeba")
 
 
+def test_people_format_is_recognised_by_content_not_file_name(tmp_path):
+    lfw = _fake_lfw(tmp_path, "1 1\n")
+    (lfw.root / "mine_view2.txt").write_text("2\n1\nAlice\t3\n2\nBob\t1\nCarol\t2\n")
+    assert lfw.read_people("mine_view2.txt") == [[("Alice", 3)], [("Bob", 1), ("Carol", 2)]]
+    (lfw.root / "people.txt").write_text("2\nAlice\t3\nBob\t1\n")
+    assert lfw.read_people("people.txt") == [[("Alice", 3), ("Bob", 1)]]
+
+
 def test_parse_folds():
     assert parse_folds("6-10") == (6, 7, 8, 9, 10)
     assert parse_folds("1,3,5-6") == (1, 3, 5, 6)
