@@ -294,6 +294,22 @@ def _run_verify(args: argparse.Namespace) -> int:
     return 0 if res["match"] else 1
 
 
+def _conf_hypernet_eval(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--generator", default=None, help="trained generator (default: hypernet.generator_path)")
+    p.add_argument("--checkpoint", default=None, help="or a training checkpoint (best.pt) instead of a generator file")
+    p.add_argument("--backbones", nargs="*", default=None,
+                   help="also evaluate with h_bb swapped for these embedders (e.g. subnet:largest subnet:smallest)")
+    p.add_argument("--out", default="results/hypernet_lfw.json")
+
+
+def _run_hypernet_eval(args: argparse.Namespace) -> int:
+    from .hypernet.evaluate import run_hypernet_eval
+
+    print(json.dumps(run_hypernet_eval(_cfg(args), args.generator, args.checkpoint, args.backbones, args.out),
+                     indent=1))
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "eval": ("evaluate an embedder on a verification/identification protocol", _conf_eval, _run_eval),
     "cache": ("align and embed datasets into the on-disk cache", _conf_cache, _run_cache),
@@ -308,15 +324,45 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "search": ("accuracy dataset, comparator and device-aware evolutionary search", _conf_search, _run_search),
     "hypernet-train": ("train the weight generator h_gen (per-user verifiers)", _conf_hypernet_train,
                        _run_hypernet_train),
+    "hypernet-eval": ("per-user verifiers on the LFW test folds vs the descriptor (threshold from set 5)",
+                      _conf_hypernet_eval, _run_hypernet_eval),
     "enroll": ("one-shot enrollment: photo(s) -> per-user model", _conf_enroll, _run_enroll),
     "verify": ("score a photo with a per-user model (exit 0 match, 1 no match, 2 error)", _conf_verify, _run_verify),
 }
 
 
+PLUGIN_GROUP = "hyperver.commands"
+
+
+def plugin_commands() -> dict[str, tuple[str, Callable, Callable]]:
+    """Subcommands other packages register under the ``hyperver.commands`` entry-point group.
+
+    Each entry point names a ``(help, configure, run)`` triple. This is how ``enroll_server``
+    adds ``hyperver serve`` without hyperver importing upward.
+    """
+    from importlib.metadata import entry_points
+
+    found = {}
+    for ep in entry_points(group=PLUGIN_GROUP):
+        if ep.name in COMMANDS:
+            continue  # built-in commands win
+        try:
+            found[ep.name] = ep.load()
+        except ImportError as exc:  # a broken optional plugin must not take the whole CLI down
+            found[ep.name] = (f"(unavailable: {exc})", lambda p: None, _unavailable(ep.name, exc))
+    return found
+
+
+def _unavailable(name: str, exc: Exception) -> Callable:
+    def run(args: argparse.Namespace) -> int:
+        raise ConfigError(f"the {name!r} command could not be loaded: {exc}")
+    return run
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hyperver", description="HyperVer: on-device face unlock toolkit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (help_text, configure, run) in COMMANDS.items():
+    for name, (help_text, configure, run) in {**COMMANDS, **plugin_commands()}.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         _add_common(p)
         configure(p)

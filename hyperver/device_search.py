@@ -197,10 +197,29 @@ def face_subnet_evaluator(cfg: Config, net):
 
 
 def build_dataset(cfg: Config, n: int | None = None, weights: str | None = None, path: str | None = None) -> list[dict]:
+    import hashlib
+
+    weights_path = Path(weights or cfg.get_path("search.supernet_weights"))
     net = _supernet(cfg, weights)
     dc = cfg.get_path("search.dataset")
-    return build_accuracy_dataset(net.space, face_subnet_evaluator(cfg, net), int(n or dc["n"]),
-                                  Path(path or dc["path"]), seed=int(dc["seed"]))
+    path_p = Path(path or dc["path"])
+    # The dataset is only meaningful for the weights it was measured with: a sidecar records
+    # them and a resume with other weights (or another evaluator) is refused rather than mixed.
+    meta = {"supernet_weights": str(weights_path),
+            "supernet_sha1": hashlib.sha1(weights_path.read_bytes()).hexdigest(),
+            "teacher": cfg.get_path("supernet.teacher"), "bn_images": int(cfg.get_path("supernet.bn_images")),
+            "seed": int(dc["seed"]), "metrics": "LFW set 5 (val_pair_accuracy, val_auc_all, val_rank1, teacher_cosine)"}
+    meta_p = path_p.with_suffix(".meta.json")
+    if meta_p.exists() and path_p.exists():
+        old = json.loads(meta_p.read_text())
+        changed = [k for k in ("supernet_sha1", "teacher", "bn_images", "seed") if old.get(k) != meta[k]]
+        if changed:
+            raise ConfigError(f"{path_p} was built with other settings ({', '.join(changed)} differ); "
+                              "move it away or pass another search.dataset.path")
+    path_p.parent.mkdir(parents=True, exist_ok=True)
+    meta_p.write_text(json.dumps(meta, indent=1) + "\n")
+    return build_accuracy_dataset(net.space, face_subnet_evaluator(cfg, net), int(n or dc["n"]), path_p,
+                                  seed=int(dc["seed"]))
 
 
 # -- predictors -------------------------------------------------------------------------------------

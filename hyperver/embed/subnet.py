@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
 from ..errors import ModelFileError
 from .base import EMBEDDERS, Embedder, FaceInput
@@ -37,9 +36,11 @@ class SubnetEmbedder(Embedder):
     def cache_id(self) -> str:
         return f"subnet_{self.name}_{hashlib.sha1(self.path.read_bytes()).hexdigest()[:12]}"
 
-    @torch.no_grad()
     def _embed_raw(self, faces: Sequence[FaceInput]) -> np.ndarray:
+        import torch  # lazily: `import hyperver` must not pull torch onto a device that only unlocks
+
         from ..descriptor.data import to_input
 
         crops = torch.from_numpy(np.stack([f.face.crop for f in faces]))
-        return self.net(to_input(crops, self.input_size)).numpy()
+        with torch.no_grad():
+            return self.net(to_input(crops, self.input_size)).numpy()

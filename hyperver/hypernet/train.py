@@ -160,7 +160,8 @@ class HypernetTrainer:
         targets = torch.from_numpy(owner[None, :] == np.arange(U)[:, None]).float()
         mask = torch.ones_like(targets, dtype=torch.bool)
         mask[np.arange(U), np.arange(U) * n] = False  # never score a verifier on its own enrollment image
-        return {"x": x, "emb": enroll_emb, "targets": targets, "mask": mask, "teacher": teacher, "n": n}
+        return {"x": x, "emb": enroll_emb, "targets": targets, "mask": mask, "teacher": teacher, "n": n,
+                "enroll_rows": torch.arange(U) * n}
 
     def loss(self, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         hc = self.hc
@@ -168,27 +169,29 @@ class HypernetTrainer:
         targets, mask = batch["targets"].clone(), batch["mask"]
         n_neg = hc["negatives_per_user"]
         U, M = targets.shape
+        soft = hc["soft_targets"]
+        if float(soft["weight"]) > 0:
+            # Teacher knowledge for the negatives: look-alikes get a small positive target
+            # (centred teacher cosine through a sigmoid) instead of a hard 0.
+            t = torch.nn.functional.normalize(batch["teacher"] - self.teacher_mean, dim=1)
+            sim = t[batch["enroll_rows"]] @ t.T
+            neg_soft = float(soft["weight"]) * torch.sigmoid((sim - 0.5) / float(soft["temperature"]))
+            targets = torch.where(targets > 0.5, targets, neg_soft)
         if n_neg is None:
             logits = score_matrix(self.spec, thetas, batch["x"], hc["impl"])
         else:
             # Each verifier: its positives + n_neg sampled negatives (the quadratic-cost fix). Every
             # user has the same number of scored positives (n - 1), so the choice is one tensor op:
             # positives rank first, then negatives in random order, keep the first n - 1 + n_neg.
-            pos = (targets > 0.5) & mask
+            is_pos = batch["targets"] > 0.5
+            pos = is_pos & mask
             n_pos = int(pos.sum(1).min())
             rank = torch.rand(targets.shape, generator=self.aug_gen)
-            rank = torch.where(pos, rank + 2.0, torch.where(targets < 0.5, rank, torch.full_like(rank, -1.0)))
-            cols_t = rank.topk(n_pos + min(int(n_neg), int((targets < 0.5).sum(1).min())), dim=1).indices
+            rank = torch.where(pos, rank + 2.0, torch.where(~is_pos, rank, torch.full_like(rank, -1.0)))
+            cols_t = rank.topk(n_pos + min(int(n_neg), int((~is_pos).sum(1).min())), dim=1).indices
             logits = score_matrix(self.spec, thetas, batch["x"][cols_t], hc["impl"])
             targets = torch.gather(targets, 1, cols_t)
             mask = torch.ones_like(targets, dtype=torch.bool)
-        soft = hc["soft_targets"]
-        if float(soft["weight"]) > 0 and n_neg is None:
-            mu = self.teacher_mean
-            t = torch.nn.functional.normalize(batch["teacher"] - mu, dim=1)
-            sim = t[:: batch["n"]] @ t.T                                          # centred teacher cosine
-            neg_soft = float(soft["weight"]) * torch.sigmoid((sim - 0.5) / float(soft["temperature"]))
-            targets = torch.where(targets > 0.5, targets, neg_soft[:, :M])
         lam = positive_weight(U, float(hc["beta"]))
         bce = weighted_bce(logits, targets, lam, mask)
         norm = theta_norm_penalty(thetas)
