@@ -180,13 +180,14 @@ def _run_supernet_report(args: argparse.Namespace) -> int:
 
 # -- lut ------------------------------------------------------------------------------------------
 def _conf_lut(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["measure", "import", "check"])
+    p.add_argument("action", choices=["measure", "import", "calibrate", "check"],
+                   help="calibrate: fit the LUT's scale/offset on whole subnets measured here (measure does it too)")
     p.add_argument("file", nargs="?", help="import: a 'key count mean std' LUT measured elsewhere")
     p.add_argument("--backend", default="tflite", choices=["tflite", "onnxruntime", "torch"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--name", default=None, help="device profile name")
     p.add_argument("--devices", nargs="+", default=None, help="check: device profiles to check")
-    p.add_argument("--n", type=int, default=None, help="check: random subnets (default search.fidelity_subnets)")
+    p.add_argument("--n", type=int, default=None, help="check/calibrate: number of subnets (default from search.*)")
     p.add_argument("--weights", default=None, help="SuperNet weights (default search.supernet_weights)")
     p.add_argument("--out", default="results/lut_fidelity.json")
 
@@ -198,6 +199,9 @@ def _run_lut(args: argparse.Namespace) -> int:
     if args.action == "measure":
         prof = ds.lut_measure(cfg, args.backend, args.threads, args.name, args.weights)
         print(json.dumps(prof.__dict__))
+    elif args.action == "calibrate":
+        for device in args.devices or [args.name or "this_cpu_tflite_t1"]:
+            print(json.dumps(ds.lut_calibrate(cfg, device, args.n, args.weights).calibration))
     elif args.action == "import":
         if not args.file or not args.name:
             raise ConfigError("lut import needs a LUT file and --name")
@@ -310,6 +314,96 @@ def _run_hypernet_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+
+# -- per-user artifacts and the device check --------------------------------------------------------
+def _conf_artifact(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["build", "keygen", "inspect"],
+                   help="build: user model -> signed artifact; keygen: new Ed25519 signing key; "
+                        "inspect: print an artifact's header and whether it verifies")
+    p.add_argument("file", nargs="?", help="build: per-user model (.hv from `hyperver enroll`); inspect: artifact")
+    p.add_argument("-o", "--output", help="build: artifact path (.hva); keygen: private key PEM path")
+    p.add_argument("--runtime", default=None, help="tflite | onnx (default: artifacts.runtime)")
+    p.add_argument("--precision", default=None, help="fp32 | fp16 | int8 (default: artifacts.precision)")
+    p.add_argument("--user-id", default=None, help="build: user id recorded in the artifact")
+
+
+def _artifact_keygen(args: argparse.Namespace, cfg: Config) -> dict:
+    import os
+
+    from .device.signing import Signer
+
+    if not args.output:
+        raise ConfigError("artifact keygen needs -o PRIVATE_KEY.pem")
+    signer = Signer.generate()
+    try:
+        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)   # never overwrite a key
+    except FileExistsError:
+        raise ConfigError(f"{args.output} exists; refusing to overwrite a signing key") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(signer.private_pem())
+    return {"private_key": args.output, "public_key": signer.public_b64, "key_id": signer.key_id,
+            "server": f"HYPERVER_SERVER_KEY={args.output}", "device": f"HYPERVER_TRUSTED_KEYS={signer.public_b64}"}
+
+
+def _artifact_build(args: argparse.Namespace, cfg: Config) -> dict:
+    from pathlib import Path
+
+    from .device.builder import ArtifactBuilder
+    from .hypernet.model_io import UserModel
+
+    if not args.file or not args.output:
+        raise ConfigError("artifact build needs a user model and -o ARTIFACT.hva")
+    user = UserModel.load(args.file)
+    data = ArtifactBuilder(cfg).build(user, args.runtime, args.precision, {"user_id": args.user_id or Path(args.file).stem})
+    Path(args.output).write_bytes(data)
+    return {"output": args.output, "bytes": len(data), "f_version": user.spec.version, "threshold": user.threshold}
+
+
+def _artifact_inspect(args: argparse.Namespace, cfg: Config) -> dict:
+    from pathlib import Path
+
+    from .device.artifact import open_artifact, peek_header
+    from .device.signing import load_trusted_keys
+    from .errors import ModelFileError
+
+    if not args.file:
+        raise ConfigError("artifact inspect needs an artifact file")
+    if not Path(args.file).is_file():
+        raise ModelFileError(f"artifact not found: {args.file}")
+    data = Path(args.file).read_bytes()
+    header = peek_header(data, args.file)
+    try:
+        open_artifact(data, load_trusted_keys(cfg), cfg.get_path("device.accepted_f_versions"), args.file)
+        verdict = {"verified": True}
+    except ModelFileError as exc:
+        verdict = {"verified": False, "reason": str(exc)}
+    return {"header": header, **verdict}
+
+
+ARTIFACT_ACTIONS: dict[str, Callable[[argparse.Namespace, Config], dict]] = {
+    "build": _artifact_build, "keygen": _artifact_keygen, "inspect": _artifact_inspect}
+
+
+def _run_artifact(args: argparse.Namespace) -> int:
+    print(json.dumps(ARTIFACT_ACTIONS[args.action](args, _cfg(args)), indent=1))
+    return 0
+
+
+def _conf_unlock(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="signed per-user artifact (.hva) from the enrollment server")
+    p.add_argument("--image", required=True, help="probe photo with exactly one face")
+    p.add_argument("--trusted-key", action="append", default=[], metavar="KEY",
+                   help="also trust this Ed25519 public key (base64 or PEM file; repeatable)")
+
+
+def _run_unlock(args: argparse.Namespace) -> int:
+    # Device path: numpy + TFLite interpreter + aligner only (no torch, no tensorflow).
+    from .device.runtime import unlock
+
+    res = unlock(args.model, args.image, _cfg(args), args.trusted_key)
+    print(json.dumps(res))
+    return 0 if res["unlock"] else 1
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "eval": ("evaluate an embedder on a verification/identification protocol", _conf_eval, _run_eval),
     "cache": ("align and embed datasets into the on-disk cache", _conf_cache, _run_cache),
@@ -328,6 +422,9 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
                       _conf_hypernet_eval, _run_hypernet_eval),
     "enroll": ("one-shot enrollment: photo(s) -> per-user model", _conf_enroll, _run_enroll),
     "verify": ("score a photo with a per-user model (exit 0 match, 1 no match, 2 error)", _conf_verify, _run_verify),
+    "artifact": ("signed per-user TFLite/ONNX artifacts: build, keygen, inspect", _conf_artifact, _run_artifact),
+    "unlock": ("on-device check: signed artifact + probe photo (exit 0 unlock, 1 deny, 2 error)", _conf_unlock,
+               _run_unlock),
 }
 
 

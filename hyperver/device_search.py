@@ -53,7 +53,51 @@ def lut_measure(cfg: Config, backend: str, threads: int, name: str | None = None
     lut.save_text(lut_path)
     profile = DeviceProfile(name, backend, threads, lut_path.name, net.input_size, net.width_mult, net.embed_dim)
     profile.save(out / f"{name}.json")
-    return profile
+    return lut_calibrate(cfg, str(out / f"{name}.json"), weights=weights)
+
+
+def _measure_subnets(net, archs, runtime: str, threads: int, warmup: int, repeats: int, desc: str) -> np.ndarray:
+    from tqdm import tqdm
+
+    from supernet.nas.measure import measure_network
+    from supernet.static import build_static
+
+    out = []
+    for arch in tqdm(archs, desc=desc):
+        static = build_static({"arch": arch, "width_mult": net.width_mult, "input_size": net.input_size,
+                               "embed_dim": net.embed_dim}).eval()
+        out.append(measure_network(static, net.input_size, runtime, threads, warmup, repeats).mean)
+    return np.array(out)
+
+
+def lut_calibrate(cfg: Config, device: str, n: int | None = None, weights: str | None = None) -> DeviceProfile:
+    """Fit the profile's ``scale * block_sum + offset`` on n whole subnets measured on this device.
+
+    The calibration subnets come from their own seed (``search.lut.calibration_seed``), disjoint
+    from the fidelity check's, so ``lut check`` stays a held-out test of the calibrated LUT.
+    """
+    from dataclasses import replace
+
+    from supernet.nas.efficiency import fit_calibration
+
+    net = _supernet(cfg, weights)
+    path = Path(device) if Path(device).suffix else Path(cfg.get_path("search.devices_dir")) / f"{device}.json"
+    prof = load_profile(cfg, str(path))
+    p = cfg.get_path("search.lut")
+    n = int(n or p["calibration_subnets"])
+    seed = int(p["calibration_seed"])
+    rng = np.random.default_rng(seed)
+    # Spread over the latency range: the smallest and largest subnets plus random ones.
+    archs = [net.space.smallest(), net.space.largest()] + [net.space.sample(rng) for _ in range(max(0, n - 2))]
+    raw = prof.lut(net.space, calibrated=False)
+    sums = np.array([raw.block_sum(a) for a in archs])
+    measured = _measure_subnets(net, archs, prof.runtime, prof.threads, int(p["warmup"]), int(p["repeats"]),
+                                f"calibrate {prof.name}")
+    cal = {**fit_calibration(sums, measured), "seed": seed,
+           "block_sum_ms": sums.round(4).tolist(), "measured_ms": measured.round(4).tolist()}
+    prof = replace(prof, calibration=cal, lut_file=Path(prof.lut_file).name)
+    prof.save(path)
+    return prof
 
 
 def lut_import(cfg: Config, lut_file: str, name: str, runtime: str, threads: int, weights: str | None = None,
@@ -102,21 +146,21 @@ def lut_check(cfg: Config, devices: Sequence[str], n: int | None = None, weights
     plots = {}
     for device in devices:
         prof = load_profile(cfg, device)
-        lut = prof.lut(net.space)
-        pred, meas = [], []
-        from tqdm import tqdm
-
-        for arch in tqdm(archs, desc=f"fidelity {prof.name}"):
-            static = build_static({"arch": arch, "width_mult": net.width_mult, "input_size": net.input_size,
-                                   "embed_dim": net.embed_dim}).eval()
-            pred.append(lut.predict(arch))
-            meas.append(measure_network(static, net.input_size, prof.runtime, prof.threads, int(p["warmup"]),
-                                        int(p["repeats"])).mean)
-        pred_a, meas_a = np.array(pred), np.array(meas)
+        lut, raw = prof.lut(net.space), prof.lut(net.space, calibrated=False)
+        if prof.calibration and int(prof.calibration.get("seed", -1)) == seed:
+            raise ConfigError(f"{prof.name} was calibrated on seed {seed}: check on other subnets (another seed)")
+        meas_a = _measure_subnets(net, archs, prof.runtime, prof.threads, int(p["warmup"]), int(p["repeats"]),
+                                  f"fidelity {prof.name}")
+        pred_a = np.array([lut.predict(a) for a in archs])
+        sum_a = np.array([raw.predict(a) for a in archs])
         backends[prof.runtime] = {"device": prof.name, "threads": prof.threads, "n": n,
                                   "spearman": float(spearmanr(pred_a, meas_a).statistic),
                                   "mape": float(np.mean(np.abs(pred_a - meas_a) / meas_a)),
-                                  "predicted_ms": pred_a.round(4).tolist(), "measured_ms": meas_a.round(4).tolist()}
+                                  "calibration": {k: prof.calibration[k] for k in ("scale", "offset", "n_subnets")}
+                                  if prof.calibration else None,
+                                  "mape_uncalibrated_block_sum": float(np.mean(np.abs(sum_a - meas_a) / meas_a)),
+                                  "predicted_ms": pred_a.round(4).tolist(), "block_sum_ms": sum_a.round(4).tolist(),
+                                  "measured_ms": meas_a.round(4).tolist()}
         plots[prof.name] = (pred_a, meas_a)
     out_p = Path(out)
     png = out_p.with_suffix(".png")

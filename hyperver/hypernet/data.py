@@ -55,6 +55,15 @@ def load_hypernet_data(cfg: Config, sources: Sequence[str], backbone: str, size:
     next_id = 0
     for source in sources:
         dataset, records = _records(cfg, source, split)
+        if limit_identities and min_images > 0:
+            # Limit before aligning/embedding anything: a smoke test must not embed a whole dataset.
+            counts: dict[str, int] = {}
+            for r in records:
+                counts[r.identity] = counts.get(r.identity, 0) + 1
+            eligible = [i for i in dict.fromkeys(r.identity for r in records)
+                        if i is not None and counts[i] >= min_images]
+            keep = set(eligible[:limit_identities])
+            records = [r for r in records if r.identity in keep]
         t_cache = FeatureCache(cfg, dataset, teacher)
         b_cache = t_cache if backbone == teacher else FeatureCache(cfg, dataset, backbone)
         t_cache.build(records, workers=workers)
@@ -84,6 +93,16 @@ def load_hypernet_data(cfg: Config, sources: Sequence[str], backbone: str, size:
     identity = np.array(ident, dtype=np.int64)
     members = [np.nonzero(identity == i)[0] for i in range(next_id)]
     return HypernetData(torch.cat(imgs), torch.cat(bb), torch.cat(te), identity, members)
+
+
+def load_records_data(cfg: Config, dataset: str, records: Sequence[ImageRecord], backbone: str, size: int,
+                      teacher: str = "dlib") -> HypernetData:
+    """Crops at f's size + backbone and teacher embeddings of given records (no identity structure)."""
+    b_cache = FeatureCache(cfg, dataset, backbone)
+    t_cache = b_cache if backbone == teacher else FeatureCache(cfg, dataset, teacher)
+    emb = torch.from_numpy(b_cache.embeddings(records))
+    te = emb if t_cache is b_cache else torch.from_numpy(t_cache.embeddings(records))
+    return HypernetData(resize_crops(b_cache.crops(records), size), emb, te, np.full(len(records), -1), [])
 
 
 def to_unit_range(images_uint8: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ import numpy as np
 from ..config import Config
 from ..data import LFWSplit, open_dataset, parse_folds
 from ..eval.metrics import kfold_verification, threshold_at_far
-from .data import HypernetData, resize_crops
+from .data import load_records_data
 from .generator import WeightGenerator
 from .train import pair_logits
 
@@ -18,7 +18,7 @@ def evaluate_pairs(cfg: Config, gen: WeightGenerator, backbone: str, folds: str 
     split = LFWSplit(open_dataset(cfg, "lfw"))
     fold_ids = parse_folds(folds)
     records = split.records_of_sets(fold_ids)
-    data = _data_for_records(cfg, records, backbone, gen.spec.input_size)
+    data = load_records_data(cfg, "lfw", records, backbone, gen.spec.input_size)
     index = {r.path: i for i, r in enumerate(records)}
     pairs = split.pairs(fold_ids)
     a = np.array([index[p.a.path] for p in pairs])
@@ -36,24 +36,90 @@ def evaluate_pairs(cfg: Config, gen: WeightGenerator, backbone: str, folds: str 
     return out
 
 
-def _data_for_records(cfg: Config, records, backbone: str, size: int) -> HypernetData:
-    """Crops at f's size + backbone embeddings of LFW records (no identity structure needed)."""
-    import torch
-
-    from ..features import FeatureCache
-
-    cache = FeatureCache(cfg, "lfw", backbone)
-    emb = torch.from_numpy(cache.embeddings(records))
-    return HypernetData(resize_crops(cache.crops(records), size), emb, emb, np.full(len(records), -1), [])
-
-
 def validation_threshold(cfg: Config, gen: WeightGenerator, backbone: str, far: float = 1e-3) -> float:
     """Decision threshold on the logit for a target false-accept rate, chosen on LFW set 5 (validation)."""
     split = LFWSplit(open_dataset(cfg, "lfw"))
     records = split.records("val")
-    data = _data_for_records(cfg, records, backbone, gen.spec.input_size)
+    data = load_records_data(cfg, "lfw", records, backbone, gen.spec.input_size)
     rng = np.random.default_rng(0)
     ids = np.array([r.identity for r in records])
     a, b = rng.integers(0, len(records), 20000), rng.integers(0, len(records), 20000)
     keep = ids[a] != ids[b]
     return threshold_at_far(pair_logits(gen, data, a[keep], b[keep]), far)
+
+
+def load_trained(generator: str | None = None, checkpoint: str | None = None) -> tuple[WeightGenerator, dict[str, Any]]:
+    """A trained generator from its (fp16) file or from a training checkpoint (``best.pt``)."""
+    import json
+
+    import torch
+
+    from ..errors import ConfigError
+    from .model_io import load_generator
+    from .verifier import VerifierSpec
+
+    if generator:
+        return load_generator(generator)
+    if not checkpoint:
+        raise ConfigError("give a generator file (--generator) or a training checkpoint (--checkpoint)")
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    spec = VerifierSpec.from_dict(json.loads(ckpt["spec"]))
+    gen = WeightGenerator(spec, **json.loads(ckpt["generator_config"]))
+    gen.load_state_dict(ckpt["generator"])
+    hc = json.loads(ckpt["hypernet"])
+    return gen.eval(), {"backbone": hc["backbone"], "step": json.loads(ckpt["state"])["step"]}
+
+
+def backbone_config(cfg: Config, backbone: str) -> tuple[Config, str]:
+    """``name`` (a configured or built-in embedder) or ``name=path.safetensors`` (an exported subnet)."""
+    from ..config import merge
+
+    if "=" not in backbone:
+        return cfg, backbone
+    name, path = backbone.split("=", 1)
+    return Config(merge(cfg, {"embedders": {name: {"kind": "subnet", "path": path}}})), name
+
+
+def f_cost(spec) -> dict[str, Any]:
+    """f's parameters and MFLOPs (multiply-adds) counted by torch's FlopCounterMode."""
+    from supernet.profile import count_params, mflops
+
+    from .verifier import VerifierModule
+
+    module = VerifierModule(spec)
+    return {"f_params": count_params(module), "f_mflops": mflops(module, (1, 3, spec.input_size, spec.input_size)),
+            "f_input": spec.input_size, "f_version": spec.version}
+
+
+def run_hypernet_eval(cfg: Config, generator: str | None = None, checkpoint: str | None = None,
+                      backbones: list[str] | None = None, out: str = "results/hypernet_lfw.json",
+                      far: float = 1e-3) -> dict[str, Any]:
+    """LFW test folds 6-10 for the per-user verifiers (one-way and symmetric) and the descriptor,
+    with the training backbone and with each swapped-in backbone (generator unchanged); the
+    decision threshold for a target FAR is chosen on LFW set 5 only."""
+    from pathlib import Path
+
+    from ..eval.metrics import plot_roc, roc_curve
+    from ..reporting import write_result
+
+    gen, meta = load_trained(generator or cfg.get_path("hypernet.generator_path"), checkpoint)
+    trained_on = meta["backbone"]
+    res = evaluate_pairs(cfg, gen, trained_on)
+    scores = res.pop("_scores")
+    figures: dict[str, Any] = {**f_cost(gen.spec), "generator": generator or checkpoint, "trained_backbone": trained_on,
+                               **{k: res[k] for k in ("hypernet", "hypernet_symmetric", "descriptor")}}
+    figures["validation_threshold_far_1e3"] = validation_threshold(cfg, gen, trained_on, far)
+    figures["backbones"] = {"teacher" if trained_on == cfg.get_path("supernet.teacher") else trained_on:
+                            {"hypernet": res["hypernet"], "descriptor": res["descriptor"]}}
+    curves = {name: roc_curve(scores[name], scores["same"])[:2] for name in ("hypernet", "hypernet_symmetric", "descriptor")}
+    for entry in backbones or []:
+        bcfg, name = backbone_config(cfg, entry)
+        r = evaluate_pairs(bcfg, gen, name)
+        s = r.pop("_scores")
+        figures["backbones"][name] = {k: r[k] for k in ("hypernet", "hypernet_symmetric", "descriptor")}
+        curves[f"hypernet, h_bb={name}"] = roc_curve(s["hypernet"], s["same"])[:2]
+    png = Path(out).with_name(Path(out).stem + "_roc.png")
+    figures["roc_png"] = plot_roc({k: (far_, tar) for k, (far_, tar) in curves.items()}, str(png),
+                                  "LFW folds 6-10: per-user verifiers vs descriptor")
+    write_result(out, figures)
+    return figures

@@ -27,7 +27,7 @@ from ..descriptor.data import augment
 from ..errors import ConfigError
 from ..eval.metrics import best_accuracy_threshold, roc_auc
 from .batched import score_matrix
-from .data import HypernetData, load_hypernet_data, to_unit_range
+from .data import HypernetData, load_hypernet_data, load_records_data, to_unit_range
 from .generator import WeightGenerator
 from .losses import positive_weight, theta_norm_penalty, weighted_bce
 from .sampling import IdentitySampler
@@ -62,6 +62,19 @@ class ValidationPairs:
         self.data, self.a, self.b, self.same = data, a, b, same
 
 
+def validation_pairs(cfg: Config, backbone: str, size: int, limit_pairs: int | None = None) -> ValidationPairs:
+    """LFW set 5's View-2 pairs (the first ``limit_pairs`` of them, for smoke tests) and their images."""
+    split = LFWSplit(open_dataset(cfg, "lfw"))
+    pairs = split.pairs(split.split.val_sets)
+    if limit_pairs:  # balanced: LFW lists a fold's genuine pairs before its impostor pairs
+        pairs = [p for p in pairs if p.same][: limit_pairs // 2] + [p for p in pairs if not p.same][: limit_pairs // 2]
+    records = list({r.path: r for p in pairs for r in (p.a, p.b)}.values())
+    index = {r.path: i for i, r in enumerate(records)}
+    data = load_records_data(cfg, "lfw", records, backbone, size)
+    return ValidationPairs(data, np.array([index[p.a.path] for p in pairs]),
+                           np.array([index[p.b.path] for p in pairs]), np.array([p.same for p in pairs]))
+
+
 @torch.no_grad()
 def pair_logits(gen: WeightGenerator, data: HypernetData, enroll: np.ndarray, probe: np.ndarray,
                 impl: str = "stacked", chunk: int = 200) -> np.ndarray:
@@ -91,8 +104,7 @@ class HypernetTrainer:
         t0 = time.time()
         self.data = load_hypernet_data(cfg, hc["sources"], hc["backbone"], size,
                                        limit_identities=hc["limit_identities"])
-        val = load_hypernet_data(cfg, ["lfw_val"], hc["backbone"], size, min_images=0)
-        self.val = self._val_pairs(val)
+        self.val = validation_pairs(cfg, hc["backbone"], size, hc["val_limit_pairs"])
         self.extra = (load_hypernet_data(cfg, ["utkface"], hc["backbone"], size, min_images=0)
                       if int(hc["extra_pseudo_identities"]) > 0 else None)
         log(f"identities: {len(self.data.members)}, images: {len(self.data)}, validation pairs: {len(self.val.same)}"
@@ -106,14 +118,6 @@ class HypernetTrainer:
         self.ckpt_dir = Path(hc["checkpoint_dir"])
         self._stop = False
         self.teacher_mean = self.data.teacher.mean(0)
-
-    def _val_pairs(self, val: HypernetData) -> ValidationPairs:
-        split = LFWSplit(open_dataset(self.cfg, "lfw"))
-        records = split.records("val")
-        index = {r.path: i for i, r in enumerate(records)}
-        pairs = split.pairs(split.split.val_sets)
-        return ValidationPairs(val, np.array([index[p.a.path] for p in pairs]),
-                               np.array([index[p.b.path] for p in pairs]), np.array([p.same for p in pairs]))
 
     # -- schedules -------------------------------------------------------------------------------
     def batch_identities(self, step: int) -> int:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from supernet.nas.dataset import arch_for_index, build_accuracy_dataset, read_dataset, split_rows
-from supernet.nas.efficiency import DeviceProfile, LatencyLUT, LUTEntry, NetworkGeometry
+from supernet.nas.efficiency import DeviceProfile, LatencyLUT, LUTEntry, NetworkGeometry, fit_calibration
 from supernet.nas.predictor import (MLPAccuracyPredictor, PairwiseComparator, kendall_tau_from_comparator,
                                     pairwise_accuracy)
 from supernet.nas.search import (Budget, CountingComparator, EvolutionConfig, evolution_search, quickselect_top_k,
@@ -58,6 +58,24 @@ def test_lut_predicts_sum_and_round_trips_text(tmp_path):
     partial = LatencyLUT(lut.geometry, dict(list(lut.entries.items())[:5]))
     with pytest.raises(KeyError, match="no entry"):
         partial.predict(arch)
+
+
+def test_calibration_fits_whole_network_overhead_and_travels_in_the_profile(tmp_path):
+    lut = synthetic_lut()
+    rng = np.random.default_rng(2)
+    archs = [S.sample(rng) for _ in range(8)]
+    sums = np.array([lut.block_sum(a) for a in archs])
+    measured = 1.3 * sums + 0.2  # what a device adds on top of isolated blocks
+    cal = fit_calibration(sums, measured)
+    assert cal["scale"] == pytest.approx(1.3) and cal["offset"] == pytest.approx(0.2, abs=1e-9)
+    lut.save_text(tmp_path / "lut.txt")
+    prof = DeviceProfile("phone", "tflite", 1, "lut.txt", 64, 1.0, calibration=cal).save(tmp_path / "phone.json")
+    loaded = DeviceProfile.load(prof)
+    arch = S.sample(rng)
+    assert loaded.lut(S).predict(arch) == pytest.approx(1.3 * lut.block_sum(arch) + 0.2, rel=1e-5)
+    assert loaded.lut(S, calibrated=False).predict(arch) == pytest.approx(lut.block_sum(arch), rel=1e-5)
+    with pytest.raises(ValueError, match="at least 2"):
+        fit_calibration([1.0], [1.2])
 
 
 def test_analytic_params_match_the_built_network():

@@ -1,0 +1,36 @@
+"""``hyperver serve``: the enrollment server as a hyperver subcommand (entry point ``hyperver.commands``).
+
+Kept import-light: hyperver builds its parser from this triple on every invocation.
+"""
+from __future__ import annotations
+
+import argparse
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default=None, help="bind address (default: server.host)")
+    p.add_argument("--port", type=int, default=None, help="port (default: server.port)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+def run(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from hyperver.config import load_config
+
+    from .app import create_app
+    from .service import EnrollmentService
+    from .settings import ServerSettings
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = load_config(args.config, args.overrides)
+    settings = ServerSettings.from_config(cfg)
+    service = EnrollmentService(cfg, settings)   # models, keys and registry load before the port opens
+    uvicorn.run(create_app(service), host=args.host or settings.host, port=args.port or settings.port,
+                log_level=args.log_level, workers=1, timeout_graceful_shutdown=10)
+    return 0
+
+
+SERVE_COMMAND = ("run the enrollment server (FastAPI + uvicorn; OpenAPI docs at /docs)", configure, run)

@@ -1,0 +1,160 @@
+"""What the routes do, without HTTP: decode, align, embed, generate theta, sign, register.
+
+Photos arrive as bytes and are decoded in memory (never written to disk). The face pipeline
+(dlib detection + descriptor, the generator) runs one request at a time behind a lock: dlib is
+single-threaded and the machine has few cores, so queueing is cheaper than thrashing.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import threading
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from hyperver.config import Config
+from hyperver.data.imageio import decode_image
+from hyperver.errors import ConfigError, HyperVerError
+
+from .errors import ApiError, from_hyperver
+from .registry import DuplicateUser, Registry
+from .settings import USER_ID, ServerSettings
+
+log = logging.getLogger("enroll_server")
+
+
+def check_user_id(user_id: str | None) -> str:
+    if not user_id or not USER_ID.match(user_id):
+        raise ApiError(400, "bad_user_id", f"user id {user_id!r} is not allowed: use 1-128 characters from "
+                                           "A-Z a-z 0-9 . _ @ - starting with a letter or digit")
+    return user_id
+
+
+class EnrollmentService:
+    def __init__(self, cfg: Config, settings: ServerSettings):
+        import torch
+
+        from hyperver.device.builder import ArtifactBuilder
+        from hyperver.hypernet.enroll import Enroller
+
+        torch.set_num_threads(1)   # tiny per-request work: threads only add contention with the server's
+        self.cfg, self.settings = cfg, settings
+        if not settings.generator_path.is_file():
+            raise ConfigError(f"generator not found: {settings.generator_path} (train one with `hyperver "
+                              "hypernet-train`, or set server.generator_path / HYPERVER_GENERATOR)")
+        self.enroller = Enroller(settings.generator_path, cfg)
+        self.spec = self.enroller.spec
+        self.threshold = self._resolve_threshold()
+        self.enroller.threshold = self.threshold
+        self.builder = ArtifactBuilder(cfg)
+        self.builder.warm(self.spec, [(settings.runtime, settings.precision)])
+        self.registry = Registry(settings.state_dir, self.enroller.embedder.dim, self.enroller.embedder.cache_id)
+        self.generator_sha = hashlib.sha256(settings.generator_path.read_bytes()).hexdigest()[:16]
+        self._pipeline = threading.Lock()
+        check = self.registry.consistency()
+        log.info("registry %s: %d users, index %s (%s)", settings.state_dir, check["users"],
+                 "rebuilt from the database" if self.registry.rebuilt else "loaded from its snapshot", check)
+
+    def _resolve_threshold(self) -> float:
+        """server.threshold, else the generator's own, else chosen on LFW set 5 at target_far (cached)."""
+        if self.settings.threshold is not None:
+            return self.settings.threshold
+        if "threshold" in self.enroller.meta:
+            return float(self.enroller.meta["threshold"])
+        sha = hashlib.sha256(self.settings.generator_path.read_bytes()).hexdigest()[:16]
+        cache = self.settings.state_dir / f"threshold_{sha}_far{self.settings.target_far:g}.json"
+        if cache.is_file():
+            return float(json.loads(cache.read_text())["threshold"])
+        from hyperver.hypernet.evaluate import validation_threshold
+
+        log.info("choosing the decision threshold on LFW set 5 at FAR %g (once)", self.settings.target_far)
+        t = float(validation_threshold(self.cfg, self.enroller.gen, self.enroller.meta["backbone"],
+                                       self.settings.target_far))
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"threshold": t, "far": self.settings.target_far}))
+        return t
+
+    # -- pipeline ----------------------------------------------------------------------------------
+    def _descriptor(self, data: bytes, context: str) -> np.ndarray:
+        try:
+            image = decode_image(data, context, **self.settings.image_limits)
+            return self.enroller.embed([image], flip_average=self.settings.flip_average)
+        except HyperVerError as exc:
+            raise from_hyperver(exc, context) from None
+
+    def enroll(self, user_id: str, photos: Sequence[tuple[str, bytes]], runtime: str | None = None,
+               precision: str | None = None, replace: bool = False) -> dict[str, Any]:
+        import torch
+
+        from hyperver.embed import l2_normalize
+        from hyperver.hypernet.model_io import UserModel
+
+        check_user_id(user_id)
+        runtime, precision = runtime or self.settings.runtime, precision or self.settings.precision
+        if not replace and self.registry.get(user_id) is not None:   # fail fast; the insert re-checks
+            raise self._duplicate(user_id)
+        t0 = time.perf_counter()
+        with self._pipeline:
+            embs = [self._descriptor(data, f"photo {i + 1} ({name})") for i, (name, data) in enumerate(photos)]
+            emb = l2_normalize(np.mean(embs, axis=0)).astype(np.float32)
+            with torch.no_grad():
+                theta = self.enroller.gen(torch.from_numpy(emb[None]))[0].numpy()
+        user = UserModel(theta, self.spec, self.threshold, emb)
+        try:
+            model = self.builder.build(user, runtime, precision,
+                                       {"user_id": user_id, "generator": self.generator_sha,
+                                        "descriptor_model": self.enroller.embedder.cache_id})
+        except ConfigError as exc:   # unknown runtime / precision
+            raise ApiError(422, "bad_parameter", str(exc)) from None
+        sha = hashlib.sha256(model).hexdigest()
+        info = {"f_version": self.spec.version, "threshold": self.threshold, "runtime": runtime,
+                "precision": precision, "photos": len(photos), "model_bytes": len(model),
+                "descriptor_model": self.enroller.embedder.cache_id}
+        try:
+            record, replaced = self.registry.add(user_id, emb, model, sha, info, replace)
+        except DuplicateUser:
+            raise self._duplicate(user_id) from None
+        return {**record.public(), "replaced": replaced, "model_url": f"/v1/users/{user_id}/model",
+                "model_b64": base64.b64encode(model).decode(), "descriptor": emb.tolist(),
+                "ms": round(1e3 * (time.perf_counter() - t0), 1)}
+
+    @staticmethod
+    def _duplicate(user_id: str) -> ApiError:
+        return ApiError(409, "already_enrolled", f"user {user_id!r} is already enrolled; "
+                                                 "send replace=true to replace the enrollment")
+
+    def identify(self, data: bytes, top_k: int) -> dict[str, Any]:
+        with self._pipeline:
+            emb = self._descriptor(data, "photo")
+        return {"matches": [{"user_id": u, "similarity": s} for u, s in self.registry.search(emb, top_k)],
+                "descriptor_model": self.enroller.embedder.cache_id}
+
+    def user(self, user_id: str) -> dict[str, Any]:
+        record = self.registry.get(check_user_id(user_id))
+        if record is None:
+            raise ApiError(404, "unknown_user", f"no enrolled user {user_id!r}")
+        return {**record.public(), "descriptor": record.descriptor.tolist()}
+
+    def model(self, user_id: str) -> tuple[bytes, dict[str, Any]]:
+        found = self.registry.model(check_user_id(user_id))
+        if found is None:
+            raise ApiError(404, "unknown_user", f"no enrolled user {user_id!r}")
+        return found
+
+    def delete(self, user_id: str) -> dict[str, Any]:
+        if not self.registry.delete(check_user_id(user_id)):
+            raise ApiError(404, "unknown_user", f"no enrolled user {user_id!r}")
+        return {"deleted": user_id}
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "f_version": self.spec.version, "threshold": self.threshold,
+                "signing_key_id": self.builder.signer.key_id,
+                "index_loaded_from": "database" if self.registry.rebuilt else "snapshot",
+                **self.registry.consistency()}
+
+    def close(self) -> None:
+        self.registry.close()

@@ -1,0 +1,61 @@
+"""Server settings: the ``server`` section of the config (configs/server.yaml) plus environment overrides.
+
+Secrets come from the environment, never from a committed file: ``HYPERVER_API_KEY``
+(comma-separated accepted API keys) and ``HYPERVER_SERVER_KEY`` (the artifact signing key,
+read by hyperver.device.signing). ``HYPERVER_SERVER_STATE`` and ``HYPERVER_GENERATOR`` move
+the registry and pick the generator without editing the file.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from hyperver.config import Config
+from hyperver.errors import ConfigError
+
+ENV_API_KEYS = "HYPERVER_API_KEY"
+ENV_STATE_DIR = "HYPERVER_SERVER_STATE"
+ENV_GENERATOR = "HYPERVER_GENERATOR"
+USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")   # never a path: no '/', no leading dot
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str
+    port: int
+    state_dir: Path
+    generator_path: Path
+    api_keys: tuple[str, ...]
+    threshold: float | None
+    target_far: float
+    max_request_bytes: int
+    max_photos: int
+    image_limits: dict[str, int]
+    top_k: int
+    max_top_k: int
+    flip_average: bool
+    runtime: str
+    precision: str
+
+    @classmethod
+    def from_config(cls, cfg: Config, env: Mapping[str, str] | None = None) -> "ServerSettings":
+        env = os.environ if env is None else env
+        s = cfg.get_path("server")
+        keys = env[ENV_API_KEYS].split(",") if env.get(ENV_API_KEYS) else list(s["api_keys"] or [])
+        keys = tuple(k.strip() for k in keys if k and k.strip())
+        if not keys:
+            raise ConfigError(f"no API key configured: set {ENV_API_KEYS} (comma-separated) or server.api_keys; "
+                              "the server does not run unauthenticated")
+        generator = env.get(ENV_GENERATOR) or s["generator_path"] or cfg.get_path("hypernet.generator_path")
+        image: dict[str, Any] = dict(s["image"])
+        return cls(host=str(s["host"]), port=int(s["port"]),
+                   state_dir=Path(os.path.expanduser(env.get(ENV_STATE_DIR) or str(s["state_dir"]))),
+                   generator_path=Path(os.path.expanduser(str(generator))), api_keys=keys,
+                   threshold=None if s["threshold"] is None else float(s["threshold"]),
+                   target_far=float(s["target_far"]), max_request_bytes=int(s["max_request_bytes"]),
+                   max_photos=int(s["max_photos"]), image_limits={k: int(v) for k, v in image.items()},
+                   top_k=int(s["top_k"]), max_top_k=int(s["max_top_k"]), flip_average=bool(s["flip_average"]),
+                   runtime=str(cfg.get_path("artifacts.runtime")), precision=str(cfg.get_path("artifacts.precision")))

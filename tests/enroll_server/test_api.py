@@ -1,0 +1,208 @@
+"""The enrollment API in-process (Starlette TestClient): happy paths, auth and every bad input."""
+from __future__ import annotations
+
+import base64
+import builtins
+
+import numpy as np
+import pytest
+
+from tests.enroll_server.conftest import API_KEY, jpeg_bytes
+
+AUTH = {"X-API-Key": API_KEY}
+LIMITS = {"server.max_request_bytes": 4_000_000, "server.image": "{max_bytes: 3000000, max_pixels: 20000000, min_side: 32}"}
+
+
+@pytest.fixture()
+def client(make_service):
+    from fastapi.testclient import TestClient
+
+    from enroll_server.app import create_app
+
+    service = make_service(**LIMITS)
+    with TestClient(create_app(service)) as c:
+        c.service = service
+        yield c
+
+
+def enroll(client, user_id, *photos, headers=AUTH, **fields):
+    files = [("photos", (f"p{i}.jpg", p, "image/jpeg")) for i, p in enumerate(photos)]
+    return client.post("/v1/enroll", data={"user_id": user_id, **fields}, files=files, headers=headers)
+
+
+def identify(client, photo, headers=AUTH, **fields):
+    return client.post("/v1/identify", data=fields, files=[("photo", ("probe.jpg", photo, "image/jpeg"))],
+                       headers=headers)
+
+
+def assert_error(r, status, code, text=""):
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["error"] == code and text in str(body["detail"]), body
+
+
+def test_enroll_returns_a_signed_model_and_the_descriptor(client, photos, server_files):
+    from hyperver.device.artifact import open_artifact
+    from hyperver.device.signing import TrustedKeys
+
+    r = enroll(client, "zico", photos["zico"])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    desc = np.array(body["descriptor"])
+    assert desc.shape == (128,) and abs(np.linalg.norm(desc) - 1) < 1e-5
+    model = base64.b64decode(body["model_b64"])
+    art = open_artifact(model, TrustedKeys([server_files["signer"].public_raw]), [body["f_version"]])
+    assert (art.runtime, art.header["precision"], art.threshold, art.header["user_id"]) == ("tflite", "fp32", 0.0, "zico")
+    got = client.get("/v1/users/zico/model", headers=AUTH)
+    assert got.status_code == 200 and got.content == model
+    assert got.headers["x-hyperver-f-version"] == body["f_version"]
+    user = client.get("/v1/users/zico", headers=AUTH).json()
+    assert user["photos"] == 1 and np.allclose(user["descriptor"], desc)
+    key = client.get("/v1/signing-key", headers=AUTH).json()
+    assert key["public_key"] == server_files["signer"].public_b64
+
+
+def test_onnx_int8_and_several_photos(client, photos):
+    r = enroll(client, "abel", photos["abel_pacheco"], photos["abel_pacheco"], runtime="onnx", precision="int8")
+    assert r.status_code == 200, r.text
+    assert (r.json()["runtime"], r.json()["precision"], r.json()["photos"]) == ("onnx", "int8", 2)
+
+
+def test_identify_delete_and_duplicate_policy(client, photos):
+    for user in ("zico", "al_gore", "adam_sandler"):
+        assert enroll(client, user, photos[user]).status_code == 200
+    r = identify(client, photos["al_gore"], top_k="2")
+    matches = r.json()["matches"]
+    assert len(matches) == 2 and matches[0]["user_id"] == "al_gore" and matches[0]["similarity"] > 0.999
+    # Duplicate: refused unless replace=true; replacing keeps one entry in the index.
+    assert_error(enroll(client, "zico", photos["adam_sandler"]), 409, "already_enrolled", "replace=true")
+    r = enroll(client, "zico", photos["zico"], replace="true")
+    assert r.status_code == 200 and r.json()["replaced"] is True
+    assert [m["user_id"] for m in identify(client, photos["zico"], top_k="3").json()["matches"]].count("zico") == 1
+    assert client.delete("/v1/users/al_gore", headers=AUTH).json() == {"deleted": "al_gore"}
+    assert "al_gore" not in [m["user_id"] for m in identify(client, photos["al_gore"]).json()["matches"]]
+    assert_error(client.get("/v1/users/al_gore/model", headers=AUTH), 404, "unknown_user")
+    assert_error(client.delete("/v1/users/al_gore", headers=AUTH), 404, "unknown_user")
+    health = client.get("/healthz").json()
+    assert health["users"] == health["index"] == 2 and health["consistent"]
+
+
+def test_every_route_but_health_needs_the_api_key(client, photos):
+    assert client.get("/healthz").status_code == 200
+    for headers in ({}, {"X-API-Key": "wrong"}):
+        assert_error(enroll(client, "zico", photos["zico"], headers=headers), 401, "unauthorized")
+        assert_error(identify(client, photos["zico"], headers=headers), 401, "unauthorized")
+        for method, path in (("get", "/v1/users/zico"), ("get", "/v1/users/zico/model"),
+                             ("delete", "/v1/users/zico"), ("get", "/v1/signing-key")):
+            assert_error(getattr(client, method)(path, headers=headers), 401, "unauthorized")
+    assert client.get("/healthz").json()["users"] == 0
+
+
+@pytest.fixture(scope="module")
+def bad_images(lfw_images, two_faces_image):
+    from PIL import Image
+
+    from hyperver.data import load_image
+
+    zico = load_image(lfw_images / "Zico" / "Zico_0001.jpg")
+    clothes = np.asarray(Image.fromarray(zico[200:250]).resize((500, 100)))
+    good = jpeg_bytes(zico)
+    import io
+
+    huge = io.BytesIO()
+    Image.new("RGB", (5000, 5000)).save(huge, format="PNG")     # 25 Mpx, a few KB compressed
+    return {"no_face": jpeg_bytes(clothes), "two_faces": jpeg_bytes(two_faces_image), "text": b"this is not a photo",
+            "truncated": good[: len(good) // 2], "empty": b"", "tiny": jpeg_bytes(zico[:20, :20]),
+            "big_file": good + b"\0" * 3_100_000, "huge_dims": huge.getvalue()}
+
+
+@pytest.mark.parametrize("name,status,code,text", [
+    ("no_face", 422, "no_face", "photo 1 (p0.jpg): no face found"),
+    ("two_faces", 422, "multiple_faces", "2 faces"),
+    ("text", 415, "not_an_image", "not an image"),
+    ("truncated", 422, "corrupt_image", "truncated"),
+    ("empty", 422, "empty_image", "empty"),
+    ("tiny", 422, "image_too_small", "20x20"),
+    ("big_file", 413, "image_too_large", "limit 3000000"),
+    ("huge_dims", 413, "image_dimensions_too_large", "5000x5000"),
+])
+def test_bad_photos_get_a_clear_json_error(client, bad_images, name, status, code, text):
+    assert len(bad_images["big_file"]) > 3_000_000
+    assert_error(enroll(client, "zico", bad_images[name]), status, code, text)
+    assert_error(identify(client, bad_images[name]), status, code, text.replace("photo 1 (p0.jpg)", "photo"))
+    assert client.get("/healthz").json()["users"] == 0
+
+
+def test_bad_requests(client, photos):
+    p = photos["zico"]
+    for bad in ("../x", "a/b", ".hidden", "", "x" * 200, "name with space"):
+        assert_error(enroll(client, bad, p), 400, "bad_user_id")
+    assert_error(client.get("/v1/users/bad%20id", headers=AUTH), 400, "bad_user_id")
+    assert_error(client.get("/v1/users/..x/model", headers=AUTH), 400, "bad_user_id")
+    r = client.get("/v1/users/..%2Fx/model", headers=AUTH)        # an encoded path never reaches a file
+    assert r.status_code in (400, 404) and r.json()["error"] in ("bad_user_id", "not_found")
+    assert_error(client.get("/v1/users/nobody", headers=AUTH), 404, "unknown_user")
+    assert_error(client.get("/v1/users/nobody/model", headers=AUTH), 404, "unknown_user")
+    assert_error(client.post("/v1/enroll", data={"user_id": "zico"}, headers=AUTH), 422, "invalid_request")
+    assert_error(client.post("/v1/enroll", data={"user_id": "zico"}, files=[("other", ("a.jpg", p))], headers=AUTH),
+                 422, "no_photos")
+    assert_error(enroll(client, "zico", *[p] * 6), 422, "too_many_photos", "at most 5")
+    assert_error(enroll(client, "zico", p, runtime="coreml"), 422, "bad_parameter", "runtime")
+    assert_error(enroll(client, "zico", p, precision="int4"), 422, "bad_parameter", "precision")
+    assert_error(enroll(client, "zico", p, replace="maybe"), 422, "bad_parameter", "replace")
+    assert_error(client.post("/v1/enroll", json={"user_id": "zico"}, headers=AUTH), 422, "invalid_request")
+    assert_error(identify(client, p, top_k="0"), 422, "bad_parameter")
+    assert_error(identify(client, p, top_k="many"), 422, "bad_parameter")
+    assert_error(client.post("/v1/identify", data={}, files=[("x", ("a", p))], headers=AUTH), 422, "no_photos")
+    assert_error(client.get("/v1/nothing-here", headers=AUTH), 404, "not_found")
+    # Over the request limit: refused from Content-Length, and when streamed without one.
+    big = b"x" * 4_100_000
+    assert_error(enroll(client, "zico", big), 413, "request_too_large")
+    chunks = (big[i:i + 65536] for i in range(0, len(big), 65536))
+    r = client.post("/v1/enroll", content=chunks, headers={**AUTH, "Content-Type": "multipart/form-data; boundary=x"})
+    assert_error(r, 413, "request_too_large")
+    assert client.get("/healthz").json()["users"] == 0
+
+
+def test_enrollment_photos_never_touch_the_disk(client, photos, monkeypatch):
+    """A 2 MB upload (Starlette would spool anything over 1 MB to a temporary file)."""
+    import tempfile
+
+    padded = photos["zico"] + b"\0" * 2_000_000         # JPEG decoders stop at the end-of-image marker
+    written = []
+    real_open = builtins.open
+
+    def spy_open(file, mode="r", *args, **kw):
+        if any(m in mode for m in "wax+"):
+            written.append(str(file))
+        return real_open(file, mode, *args, **kw)
+
+    def no_spool(*args, **kw):
+        raise AssertionError("a spooled temporary file was created")
+
+    monkeypatch.setattr(builtins, "open", spy_open)
+    monkeypatch.setattr(tempfile, "SpooledTemporaryFile", no_spool)
+    r = enroll(client, "zico", padded)
+    assert r.status_code == 200, r.text
+    assert written == []
+
+
+def test_openapi_docs_are_served(client):
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/v1/enroll"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert {"user_id", "photos", "runtime", "precision", "replace"} <= set(body["properties"])
+    assert "X-API-Key" in str(spec["components"]["securitySchemes"])
+    assert client.get("/docs").status_code == 200
+
+
+def test_the_server_refuses_to_start_without_an_api_key(server_files, tmp_path):
+    from hyperver.config import load_config
+    from hyperver.errors import ConfigError
+
+    from enroll_server.settings import ServerSettings
+    from tests.enroll_server.conftest import server_overrides
+
+    cfg = load_config(overrides=server_overrides(server_files, tmp_path), env={})
+    with pytest.raises(ConfigError, match="no API key"):
+        ServerSettings.from_config(cfg, env={})
+    assert ServerSettings.from_config(cfg, env={"HYPERVER_API_KEY": "a, b"}).api_keys == ("a", "b")

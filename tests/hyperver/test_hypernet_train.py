@@ -1,0 +1,89 @@
+"""Hypernetwork training mechanics on a tiny real subset: run, refuse to overwrite, resume,
+reload the best checkpoint, and the ablation table's config variants."""
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+TINY = """_base_: base.yaml
+hypernet:
+  sources: [lfw_train]
+  limit_identities: 10
+  val_limit_pairs: 24
+  f: {{input_size: 32, channels: [8, 16, 16, 16], groups: [1, 2, 2, 2], strides: [2, 2, 2, 2], kernel: 3, hidden: 8}}
+  generator: {{hidden: 32, n_linear: 3, delta_scale: 0.1}}
+  batch_identities: 4
+  batch_growth: 2
+  negatives_per_user: 3
+  optimizer: {{name: adamw, lr: 1.0e-3, weight_decay: 0.0}}
+  steps: {steps}
+  warmup_steps: 2
+  kcs: {{enabled: true, clusters: 2}}
+  soft_targets: {{weight: 0.4, temperature: 0.05}}
+  eval_every: 3
+  checkpoint_dir: {ckpt}
+  threads: 1
+"""
+
+
+def _setup(tmp_path, steps):
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY.format(ckpt=tmp_path / "ckpt", steps=steps))
+    return cfg
+
+
+def _run(args, tmp_path, data_root):
+    env = {**os.environ, "HYPERVER_DATA": str(data_root), "HYPERVER_CACHE": str(tmp_path / "cache"),
+           "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "hyperver.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+def test_train_checkpoints_refuses_overwrite_resumes_and_reloads(tmp_path, data_root):
+    cfg = _setup(tmp_path, steps=4)
+    r = _run(["hypernet-train", "--config", str(cfg)], tmp_path, data_root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["step"] == 4 and 0.0 <= summary["best_val_auc"] <= 1.0
+    history = json.loads((tmp_path / "ckpt" / "history.json").read_text())
+    assert any("val_auc" in h for h in history)
+
+    again = _run(["hypernet-train", "--config", str(cfg)], tmp_path, data_root)
+    assert again.returncode == 2 and "--resume" in again.stderr
+
+    cfg = _setup(tmp_path, steps=6)  # a longer schedule: resume continues from step 4
+    r = _run(["hypernet-train", "--config", str(cfg), "--resume"], tmp_path, data_root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resumed at step 4" in r.stdout
+    assert json.loads(r.stdout.strip().splitlines()[-1])["step"] == 6
+
+    from hyperver.hypernet.evaluate import load_trained
+
+    gen, meta = load_trained(checkpoint=str(tmp_path / "ckpt" / "best.pt"))
+    assert meta["backbone"] == "dlib" and gen.spec.input_size == 32
+    thetas = gen(torch.nn.functional.normalize(torch.randn(3, 128), dim=1))
+    assert thetas.shape == (3, gen.spec.n_params) and torch.isfinite(thetas).all()
+
+
+def test_ablation_variants_change_only_what_their_name_says(tmp_path):
+    from hyperver.config import load_config
+    from hyperver.hypernet.ablations import ABLATIONS, _variant_config
+    from hyperver.hypernet.verifier import VerifierSpec
+
+    cfg = load_config("configs/hypernet_cpu.yaml", env={})
+    base = _variant_config(cfg, "baseline", 600, tmp_path)
+    assert base.get_path("hypernet.steps") == 600
+    assert base.get_path("hypernet.warmup_steps") == round(600 * cfg.get_path("hypernet.warmup_steps")
+                                                           / cfg.get_path("hypernet.steps"))
+    no_kcs = _variant_config(cfg, "no_kcs", 600, tmp_path)
+    assert no_kcs.get_path("hypernet.kcs.enabled") is False and base.get_path("hypernet.kcs.enabled") is True
+    no_norm = _variant_config(cfg, "no_norm_loss", 600, tmp_path)
+    assert no_norm.get_path("hypernet.alpha_norm.target") == 0.0
+    big = VerifierSpec.from_dict(_variant_config(cfg, "f_37k", 600, tmp_path).get_path("hypernet.f"))
+    small = VerifierSpec.from_dict(base.get_path("hypernet.f"))
+    assert abs(big.n_params - 37_000) / 37_000 < 0.05 and abs(small.n_params - 23_000) / 23_000 < 0.15
+    assert {"baseline", "no_kcs", "no_norm_loss", "f_37k", "f_embedding"} <= set(ABLATIONS)
+    for name in ABLATIONS:
+        assert _variant_config(cfg, name, 10, tmp_path).get_path("hypernet.checkpoint_dir").endswith(name)
