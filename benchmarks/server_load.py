@@ -1,7 +1,7 @@
 """Enrollment server under load on 127.0.0.1: latency, throughput, and nothing lost across a restart.
 
     python benchmarks/server_load.py --generator assets/hypernet/generator_cpu.safetensors \
-        --clients 1 4 16 --requests 8 16 32
+        --clients 1 4 16 --requests 16 32 64
 
 Spawns ``hyperver serve`` (a fresh registry in a temporary folder, a temporary API key and
 signing key), then for each client count sends a bounded number of enrollments (one LFW photo
@@ -69,7 +69,8 @@ def run_clients(server, jobs: list[tuple[str, bytes]], clients: int) -> tuple[di
         t0 = time.perf_counter()
         try:
             with server.client() as c:
-                r = c.post("/v1/enroll", data={"user_id": user}, files=[("photos", (f"{user}.jpg", photo, "image/jpeg"))])
+                r = c.post("/v1/enroll", data={"user_id": user},
+                           files=[("photos", (f"{user}.jpg", photo, "image/jpeg"))])
             status: int | str = r.status_code
         except httpx.HTTPError as exc:
             status = type(exc).__name__
@@ -107,7 +108,7 @@ def main() -> None:
     ap.add_argument("--generator", default=None,
                     help="trained generator (default: hypernet.generator_path; an untrained one if that is missing)")
     ap.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
-    ap.add_argument("--requests", type=int, nargs="+", default=[8, 16, 32], help="enrollments per client count")
+    ap.add_argument("--requests", type=int, nargs="+", default=[16, 32, 64], help="enrollments per client count")
     ap.add_argument("--out", default="results/server_load.json")
     ap.add_argument("--config", default=None)
     args = ap.parse_args()
@@ -159,7 +160,8 @@ def main() -> None:
     check = {"acknowledged": len(everyone), "identifiable_before_restart": len(before),
              "identifiable_after_restart": len(after), "registry_after_restart": health}
     print(json.dumps(check))
-    path = merge_result(args.out, {"runs": runs, "server_check": check, "server_generator": str(generator),
+    path = merge_result(args.out, {"runs": runs, "server_check": check,
+                                   "server_generator": "untrained" if untrained else str(generator),
                                    "server_generator_untrained": untrained}, "server_load")
     print(f"wrote {path}")
 

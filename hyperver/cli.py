@@ -354,7 +354,8 @@ def _artifact_build(args: argparse.Namespace, cfg: Config) -> dict:
     if not args.file or not args.output:
         raise ConfigError("artifact build needs a user model and -o ARTIFACT.hva")
     user = UserModel.load(args.file)
-    data = ArtifactBuilder(cfg).build(user, args.runtime, args.precision, {"user_id": args.user_id or Path(args.file).stem})
+    meta = {"user_id": args.user_id or Path(args.file).stem}
+    data = ArtifactBuilder(cfg).build(user, args.runtime, args.precision, meta)
     Path(args.output).write_bytes(data)
     return {"output": args.output, "bytes": len(data), "f_version": user.spec.version, "threshold": user.threshold}
 

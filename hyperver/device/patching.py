@@ -59,7 +59,8 @@ class Template:
         """The model file with ``theta`` baked in (the per-user step)."""
         theta = np.asarray(theta, dtype=np.float32).reshape(-1)
         if theta.size != self.n_params:
-            raise ModelFileError(f"theta has {theta.size} values, template for f {self.f_version} needs {self.n_params}")
+            raise ModelFileError(f"theta has {theta.size} values, template for f {self.f_version} "
+                                 f"needs {self.n_params}")
         if not np.all(np.isfinite(theta)):
             raise ModelFileError("theta holds NaN or infinite values; refusing to build a model from it")
         out = bytearray(self.model)
@@ -82,7 +83,8 @@ class Template:
                 "layout": self.layout, "info": self.info,
                 "patches": [{k: (list(v) if k == "shape" else v) for k, v in asdict(p).items() if k != "index"}
                             for p in self.patches]}
-        arrays = {"model": np.frombuffer(self.model, np.uint8), "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
+        arrays = {"model": np.frombuffer(self.model, np.uint8),
+                  "meta": np.frombuffer(json.dumps(meta).encode(), np.uint8),
                   **{f"index_{i}": p.index.astype(np.int32) for i, p in enumerate(self.patches)}}
         buf = io.BytesIO()
         np.savez(buf, **arrays)

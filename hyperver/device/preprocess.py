@@ -39,10 +39,10 @@ def resize_crop(crop: np.ndarray, size: int) -> np.ndarray:
         raise ValueError(f"expected an (H, W, 3) uint8 crop, got {crop.shape} {crop.dtype}")
     if crop.shape[0] == size and crop.shape[1] == size:
         return crop
-    x = crop.astype(np.float32)
-    ry, rx = resize_matrix(crop.shape[0], size), resize_matrix(crop.shape[1], size)
-    out = np.einsum("oh,hwc->owc", ry, x)
-    out = np.einsum("pw,owc->opc", rx, out)
+    h, w, c = crop.shape
+    ry, rx = resize_matrix(h, size), resize_matrix(w, size)
+    rows = (ry @ crop.reshape(h, w * c).astype(np.float32)).reshape(size, w, c)    # vertical pass
+    out = (rx @ rows.transpose(1, 0, 2).reshape(w, size * c)).reshape(size, size, c).transpose(1, 0, 2)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 

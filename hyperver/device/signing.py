@@ -151,5 +151,6 @@ def load_signer(cfg: Config, env: Mapping[str, str] | None = None) -> Signer:
 def load_trusted_keys(cfg: Config, env: Mapping[str, str] | None = None, extra: Iterable[str] = ()) -> TrustedKeys:
     env = os.environ if env is None else env
     values = list(extra)
-    values += env[TRUSTED_ENV].split(",") if env.get(TRUSTED_ENV) else list(cfg.get_path("device.trusted_keys", []) or [])
+    configured = cfg.get_path("device.trusted_keys", []) or []
+    values += env[TRUSTED_ENV].split(",") if env.get(TRUSTED_ENV) else list(configured)
     return TrustedKeys.from_values(values)

@@ -6,7 +6,8 @@ is exported from a *sentinel* theta whose value i is the float16 with bit patter
 unique, exactly representable in float16 and float32, so every float buffer of the result
 decodes back to the theta index of each element. int8 buffers are matched to the float layout
 of the same tensor by their dequantised values. A self-check then bakes a random theta into the
-template and compares the runtime's output with ``hyperver.hypernet.verifier.forward``.
+template and compares the runtime's output with ``hyperver.hypernet.verifier.forward``, so an
+f changed there but not here (the graph below mirrors ``forward``) fails loudly at build time.
 
 Only the server (or whoever builds artifacts) runs this; it imports torch, and tensorflow for
 TFLite. Templates are cached on disk under ``<dir>/<f version>/`` and rebuilt in seconds.
@@ -21,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import ConfigError, ModelFileError
-from .patching import TEMPLATE_FORMAT, Patch, Template
+from .patching import STORAGE, TEMPLATE_FORMAT, Patch, Template
 
 RUNTIMES = ("tflite", "onnx")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -72,9 +73,9 @@ def _keras_f(spec, theta: np.ndarray):
             var = ops.mean(ops.square(x - mean), axis=(1, 2), keepdims=True)
             return (x - mean) * ops.rsqrt(var + self.eps)
 
-    from ..hypernet.verifier import unflatten
-
     import torch
+
+    from ..hypernet.verifier import unflatten
 
     w = {k: v.numpy() for k, v in unflatten(spec, torch.from_numpy(theta)).items()}
     inp = tf.keras.Input((spec.input_size, spec.input_size, 3), batch_size=1, name="face")
@@ -89,7 +90,7 @@ def _keras_f(spec, theta: np.ndarray):
     mix = L.Conv2D(spec.channels[-1], 1)
     x = mix(x)
     mix.set_weights([w["mix.weight"].transpose(2, 3, 1, 0), w["mix.bias"]])
-    x = L.GlobalAveragePooling2D()(L.ReLU()(InstanceNorm(spec.eps)(x)))
+    x = L.GlobalAveragePooling2D()(L.ReLU()(x))      # f v2: no norm after the 1x1 conv
     fc1, fc2 = L.Dense(spec.hidden, activation="relu"), L.Dense(1, name="logit")
     x = fc2(fc1(x))
     fc1.set_weights([w["fc1.weight"].T, w["fc1.bias"]])
@@ -140,7 +141,7 @@ def _tflite_buffers(model: bytes) -> list[dict]:
         data = buf.DataAsNumpy()
         entry = {"name": t.Name().decode(), "dtype": types[t.Type()], "shape": tuple(int(s) for s in t.ShapeAsNumpy()),
                  "offset": int(data.ctypes.data - base), "scale_offset": -1, "axis": 0}
-        entry["values"] = np.frombuffer(model, np.dtype({"float32": "<f4", "float16": "<f2", "int8": "i1"}[entry["dtype"]]),
+        entry["values"] = np.frombuffer(model, np.dtype(STORAGE[entry["dtype"]]),
                                         count=int(np.prod(entry["shape"], dtype=np.int64)), offset=entry["offset"])
         q = t.Quantization()
         if entry["dtype"] == "int8":
@@ -251,8 +252,8 @@ def _onnx_f(spec, theta: np.ndarray, precision: str) -> bytes:
                                       kernel_shape=[spec.kernel, spec.kernel]))
         x = inorm_relu(f"conv{i}", c, f"conv{i}")
     nodes.append(helper.make_node("Conv", [x, weight("mix.weight"), weight("mix.bias")], ["mix"], kernel_shape=[1, 1]))
-    x = inorm_relu("mix", spec.channels[-1], "mix")
-    nodes.append(helper.make_node("GlobalAveragePool", [x], ["pool"]))
+    nodes.append(helper.make_node("Relu", ["mix"], ["mix_act"]))     # f v2: no norm after the 1x1 conv
+    nodes.append(helper.make_node("GlobalAveragePool", ["mix_act"], ["pool"]))
     nodes.append(helper.make_node("Flatten", ["pool"], ["flat"]))
     nodes.append(helper.make_node("Gemm", ["flat", weight("fc1.weight"), weight("fc1.bias")], ["fc1"], transB=1))
     nodes.append(helper.make_node("Relu", ["fc1"], ["fc1_act"]))
@@ -355,8 +356,11 @@ class TemplateStore:
     """Templates on disk, ``<root>/<f version>/<runtime>-<precision>.npz``; built when missing."""
 
     def __init__(self, root: str | Path):
+        import threading
+
         self.root = Path(os.path.expanduser(str(root)))
         self._loaded: dict[tuple[str, str, str], Template] = {}
+        self._lock = threading.Lock()     # server threads asking for a missing template build it once
 
     def path(self, f_version: str, runtime: str, precision: str) -> Path:
         return self.root / f_version / f"{runtime}-{precision}.npz"
@@ -364,16 +368,15 @@ class TemplateStore:
     def get(self, spec, runtime: str, precision: str) -> Template:
         _check_precision(runtime, precision)
         key = (spec.version, runtime, precision)
-        if key not in self._loaded:
-            path = self.path(*key)
-            t = None
-            if path.is_file():
+        with self._lock:
+            if key not in self._loaded:
+                path = self.path(*key)
                 try:
-                    t = Template.load(path)
+                    t = Template.load(path) if path.is_file() else None
                 except ModelFileError:
-                    t = None     # stale builder format or a torn file: rebuild below
-            if t is None or t.f_version != spec.version:
-                t = BUILDERS[runtime](spec, precision)
-                t.save(path)
-            self._loaded[key] = t
-        return self._loaded[key]
+                    t = None     # another builder format or a torn file: rebuild
+                if t is None:
+                    t = BUILDERS[runtime](spec, precision)
+                    t.save(path)
+                self._loaded[key] = t
+            return self._loaded[key]

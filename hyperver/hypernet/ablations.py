@@ -20,15 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from ..config import Config, load_config, merge
 from ..errors import ConfigError
@@ -67,106 +64,30 @@ def _run_hypernet_variant(cfg: Config) -> dict[str, Any]:
 
 
 # -- f as a plain embedding model ------------------------------------------------------------------
-class EmbeddingF(nn.Module):
-    """f's body (same grouped convs, instance norm, 1x1 mix, pooling, fc1) with a linear
-    embedding layer into the teacher's space instead of the one-logit output."""
-
-    def __init__(self, spec, embed_dim: int):
-        super().__init__()
-        from .verifier import VerifierModule
-
-        self.spec = spec
-        self.body = VerifierModule(spec)
-        self.embed = nn.Linear(spec.hidden, embed_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        spec, w = self.spec, {n: getattr(self.body, n.replace(".", "_")) for n, _ in self.spec.layout()}
-        h = x
-        for i, (g, s) in enumerate(zip(spec.groups, spec.strides)):
-            h = F.conv2d(h, w[f"conv{i}.weight"], w[f"conv{i}.bias"], stride=s, padding=spec.kernel // 2, groups=g)
-            h = F.relu(F.instance_norm(h, eps=spec.eps))
-        h = F.relu(F.instance_norm(F.conv2d(h, w["mix.weight"], w["mix.bias"]), eps=spec.eps)).mean((2, 3))
-        h = F.relu(F.linear(h, w["fc1.weight"], w["fc1.bias"]))
-        return F.normalize(self.embed(h), dim=1)
-
-    def n_params(self) -> int:
-        # fc2 (the verifier's logit) is unused here: count only what the embedding model runs.
-        return sum(p.numel() for n, p in self.named_parameters() if not n.startswith("body.fc2"))
-
-
-def _run_embedding_variant(cfg: Config, log: Callable[[str], None] = print) -> dict[str, Any]:
+def _run_embedding_variant(cfg: Config) -> dict[str, Any]:
     from supernet.profile import mflops
-    from tqdm import tqdm
 
-    from ..descriptor.data import augment
-    from ..descriptor.loss import DistillArcFaceLoss
-    from ..eval.metrics import best_accuracy_threshold, kfold_verification
-    from .data import load_hypernet_data, load_records_data, to_unit_range
-    from .train import _optimizer, validation_pairs
-    from .verifier import VerifierSpec
-
-    hc = dict(cfg.get_path("hypernet"))
-    torch.manual_seed(int(hc["seed"]))
-    torch.set_num_threads(int(hc["threads"] or 1))
-    spec = VerifierSpec.from_dict(hc["f"])
-    # The same images as the hypernetwork: labelled identities (+ UTKFace when the recipe uses it).
-    data = load_hypernet_data(cfg, hc["sources"], hc["backbone"], spec.input_size, limit_identities=hc["limit_identities"])
-    extra = (load_hypernet_data(cfg, ["utkface"], hc["backbone"], spec.input_size, min_images=0)
-             if int(hc["extra_pseudo_identities"]) > 0 else None)
-    images = data.images if extra is None else torch.cat([data.images, extra.images])
-    teacher = data.teacher if extra is None else torch.cat([data.teacher, extra.teacher])
-    labels = torch.from_numpy(data.identity if extra is None else np.r_[data.identity, extra.identity])
-    model = EmbeddingF(spec, teacher.shape[1])
-    loss_fn = DistillArcFaceLoss(len(data.members), teacher.shape[1], teacher.mean(0))
-    opt = _optimizer(list(model.parameters()) + list(loss_fn.parameters()), hc["optimizer"])
-    val = validation_pairs(cfg, hc["backbone"], spec.input_size, hc["val_limit_pairs"])
-
-    def embed(x_uint8: torch.Tensor) -> np.ndarray:
-        model.eval()
-        with torch.no_grad():
-            out = torch.cat([model(to_unit_range(x_uint8[i:i + 512])) for i in range(0, len(x_uint8), 512)])
-        model.train()
-        return out.numpy()
-
-    steps, warm = int(hc["steps"]), int(hc["warmup_steps"])
-    batch = 256
-    gen = torch.Generator().manual_seed(int(hc["seed"]))
-    best, best_state, t0 = -1.0, None, time.time()
-    for step in tqdm(range(steps), desc="f as embedding model"):
-        lr = float(hc["optimizer"]["lr"]) * ((step + 1) / warm if step < warm else
-                                             0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm))))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        idx = torch.randint(0, len(images), (batch,), generator=gen)
-        x = augment(to_unit_range(images[idx]), gen, **hc["augmentation"])
-        loss, _ = loss_fn(model(x), {"teacher": teacher[idx], "label": labels[idx]})
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if (step + 1) % int(hc["eval_every"]) == 0 or step + 1 == steps:
-            e = embed(val.data.images)
-            _, acc = best_accuracy_threshold(np.sum(e[val.a] * e[val.b], axis=1), val.same)
-            log(json.dumps({"step": step + 1, "val_accuracy": acc}))
-            if acc > best:
-                best, best_state = acc, {k: v.clone() for k, v in model.state_dict().items()}
-    model.load_state_dict(best_state)
-    # LFW test folds 6-10, cosine of the embeddings.
     from ..data import LFWSplit, open_dataset, parse_folds
+    from ..eval.metrics import kfold_verification
+    from .data import load_records_data
+    from .pretrain import train_embedding_f
 
+    hc = cfg.get_path("hypernet")
+    torch.set_num_threads(int(hc["threads"] or 1))
+    model, info = train_embedding_f(cfg, int(hc["steps"]))
     split = LFWSplit(open_dataset(cfg, "lfw"))
     folds = parse_folds("6-10")
     records = split.records_of_sets(folds)
-    test = load_records_data(cfg, "lfw", records, hc["backbone"], spec.input_size)
+    test = load_records_data(cfg, "lfw", records, hc["backbone"], model.spec.input_size)
     index = {r.path: i for i, r in enumerate(records)}
     pairs = split.pairs(folds)
     a, b = np.array([index[p.a.path] for p in pairs]), np.array([index[p.b.path] for p in pairs])
-    e = embed(test.images)
+    e = model.embed_images(test.images)
     report = kfold_verification(np.sum(e[a] * e[b], axis=1), np.array([p.same for p in pairs]),
                                 np.array([p.fold for p in pairs]))
-    model.eval()
-    return {"f_params": int(model.n_params()), "f_mflops": mflops(model, (1, 3, spec.input_size, spec.input_size)),
-            "f_input": spec.input_size, "train_seconds": time.time() - t0, "best_val_accuracy": best,
-            "test": report.summary()}
+    size = model.spec.input_size
+    return {"f_params": int(model.n_params()), "f_mflops": mflops(model, (1, 3, size, size)), "f_input": size,
+            **info, "test": report.summary()}
 
 
 TRAINERS: dict[str, Callable[[Config], dict[str, Any]]] = {"hypernet": _run_hypernet_variant,

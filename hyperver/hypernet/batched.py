@@ -30,7 +30,7 @@ def _stacked_core(spec: VerifierSpec, thetas: torch.Tensor, x: torch.Tensor) -> 
         h = F.conv2d(h, weight, w[f"conv{i}.bias"].reshape(-1), stride=s, padding=spec.kernel // 2, groups=U * g)
         h = F.relu(F.instance_norm(h, eps=spec.eps))
     mix = w["mix.weight"].reshape(-1, *w["mix.weight"].shape[2:])
-    h = F.relu(F.instance_norm(F.conv2d(h, mix, w["mix.bias"].reshape(-1), groups=U), eps=spec.eps))
+    h = F.relu(F.conv2d(h, mix, w["mix.bias"].reshape(-1), groups=U))
     S = h.shape[0]
     h = h.mean((2, 3)).reshape(S, U, -1)                                    # (S, U, C)
     h = F.relu(torch.einsum("suc,uhc->suh", h, w["fc1.weight"]) + w["fc1.bias"])

@@ -8,7 +8,7 @@ from .verifier import VerifierSpec, init_theta
 
 
 class WeightGenerator(nn.Module):
-    """``theta = theta_base + delta_scale * MLP(embedding)``.
+    """``theta = theta_base + delta_scale * MLP(unit(embedding - input_mean))``.
 
     The MLP has ``n_linear`` linear layers (4 in the paper) with LayerNorm + GELU between them.
     ``theta_base`` is a learned vector initialised like a freshly built f (He init, zero biases)
@@ -44,9 +44,19 @@ class WeightGenerator(nn.Module):
             else:
                 scale[a:b] = 0.1
         self.register_buffer("delta_scale", delta_scale * scale)
+        # The descriptor's mean embedding, set from the training data (``set_input_mean``) and
+        # saved with the generator. Spaces like dlib's are far from centred (unrelated faces have
+        # cosine ~0.8), so raw embeddings differ little from user to user; centred and
+        # re-normalised, they differ as much as the people do.
+        self.register_buffer("input_mean", torch.zeros(embed_dim))
+
+    @torch.no_grad()
+    def set_input_mean(self, embeddings: torch.Tensor) -> None:
+        self.input_mean.copy_(embeddings.float().mean(0))
 
     def forward(self, embedding: torch.Tensor) -> torch.Tensor:
         """(U, embed_dim) -> (U, P)."""
         if embedding.dim() != 2 or embedding.shape[1] != self.embed_dim:
             raise ValueError(f"embeddings must be (U, {self.embed_dim}), got {tuple(embedding.shape)}")
-        return self.theta_base + self.delta_scale * self.out(self.mlp(embedding))
+        e = torch.nn.functional.normalize(embedding - self.input_mean, dim=1)
+        return self.theta_base + self.delta_scale * self.out(self.mlp(e))

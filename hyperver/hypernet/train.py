@@ -49,9 +49,10 @@ def build_generator(hc: dict, embed_dim: int) -> WeightGenerator:
 def _optimizer(params, oc: dict) -> torch.optim.Optimizer:
     name = oc.get("name", "sgd")
     if name == "sgd":
-        return torch.optim.SGD(params, lr=oc["lr"], momentum=oc.get("momentum", 0.9), weight_decay=oc.get("weight_decay", 0))
+        return torch.optim.SGD(params, lr=float(oc["lr"]), momentum=float(oc.get("momentum", 0.9)),
+                               weight_decay=float(oc.get("weight_decay", 0)))
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=oc["lr"], weight_decay=oc.get("weight_decay", 0))
+        return torch.optim.AdamW(params, lr=float(oc["lr"]), weight_decay=float(oc.get("weight_decay", 0)))
     raise ConfigError(f"unknown hypernet optimizer {name!r}; use sgd or adamw")
 
 
@@ -110,6 +111,7 @@ class HypernetTrainer:
         log(f"identities: {len(self.data.members)}, images: {len(self.data)}, validation pairs: {len(self.val.same)}"
             f"; f: {self.spec.n_params} params, input {size}px; loaded in {time.time() - t0:.0f}s")
         self.gen = build_generator(hc, self.data.backbone.shape[1])
+        self.gen.set_input_mean(self.data.backbone)
         self.opt = _optimizer(self.gen.parameters(), hc["optimizer"])
         self.sampler = IdentitySampler(self.data.identity_means(), int(hc["kcs"]["clusters"]), int(hc["seed"]))
         self.rng = np.random.default_rng(int(hc["seed"]))
@@ -118,6 +120,16 @@ class HypernetTrainer:
         self.ckpt_dir = Path(hc["checkpoint_dir"])
         self._stop = False
         self.teacher_mean = self.data.teacher.mean(0)
+
+    @torch.no_grad()
+    def seed_body(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Start theta_base from trained f tensors (by layout name); the rest keep their init."""
+        offsets = self.spec.offsets()
+        for name, t in tensors.items():
+            a, b, shape = offsets[name]
+            if tuple(t.shape) != tuple(shape):
+                raise ValueError(f"{name}: got {tuple(t.shape)}, f needs {shape}")
+            self.gen.theta_base[a:b] = t.flatten()
 
     # -- schedules -------------------------------------------------------------------------------
     def batch_identities(self, step: int) -> int:
@@ -291,6 +303,15 @@ def run_hypernet_training(cfg: Config, resume: bool = False, max_minutes: float 
         print(f"resumed at step {trainer.state.step}")
     elif not resume and (trainer.ckpt_dir / "last.pt").exists():
         raise ConfigError(f"{trainer.ckpt_dir / 'last.pt'} exists: pass --resume or choose another hypernet.checkpoint_dir")
+    else:
+        pre = cfg.get_path("hypernet.pretrain_body")
+        if int(pre["steps"]) > 0:
+            from .pretrain import train_embedding_f
+
+            model, info = train_embedding_f(cfg, int(pre["steps"]), int(pre["batch"]))
+            trainer.seed_body(model.body_theta())
+            trainer.state.history.append({"step": 0, "pretrain": info})
+            print(json.dumps({"pretrained_body": info}))
     budget = max_minutes if max_minutes is not None else cfg.get_path("hypernet.max_minutes")
     state = trainer.train(budget)
     (trainer.ckpt_dir / "history.json").write_text(json.dumps(state.history, indent=1))

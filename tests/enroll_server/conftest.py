@@ -43,7 +43,8 @@ def server_files(tmp_path_factory, data_root):
 
 
 def server_overrides(files: dict, tmp: Path, **extra) -> list[str]:
-    values = {"data.root": files["data_root"], "cache.root": tmp / "cache", "artifacts.template_dir": files["templates"],
+    values = {"data.root": files["data_root"], "cache.root": tmp / "cache",
+              "artifacts.template_dir": files["templates"],
               "artifacts.signing_key": files["signer"].private_b64(), "server.generator_path": files["generator"],
               "server.state_dir": tmp / "state", "server.threshold": 0.0, "embed.workers": 1, **extra}
     return [f"{k}={v}" for k, v in values.items()]

@@ -10,7 +10,8 @@ import pytest
 from tests.enroll_server.conftest import API_KEY, jpeg_bytes
 
 AUTH = {"X-API-Key": API_KEY}
-LIMITS = {"server.max_request_bytes": 4_000_000, "server.image": "{max_bytes: 3000000, max_pixels: 20000000, min_side: 32}"}
+LIMITS = {"server.max_request_bytes": 4_000_000,
+          "server.image": "{max_bytes: 3000000, max_pixels: 20000000, min_side: 32}"}
 
 
 @pytest.fixture()
@@ -52,7 +53,8 @@ def test_enroll_returns_a_signed_model_and_the_descriptor(client, photos, server
     assert desc.shape == (128,) and abs(np.linalg.norm(desc) - 1) < 1e-5
     model = base64.b64decode(body["model_b64"])
     art = open_artifact(model, TrustedKeys([server_files["signer"].public_raw]), [body["f_version"]])
-    assert (art.runtime, art.header["precision"], art.threshold, art.header["user_id"]) == ("tflite", "fp32", 0.0, "zico")
+    assert (art.runtime, art.header["precision"], art.threshold) == ("tflite", "fp32", 0.0)
+    assert art.header["user_id"] == "zico"
     got = client.get("/v1/users/zico/model", headers=AUTH)
     assert got.status_code == 200 and got.content == model
     assert got.headers["x-hyperver-f-version"] == body["f_version"]
@@ -206,3 +208,23 @@ def test_the_server_refuses_to_start_without_an_api_key(server_files, tmp_path):
     with pytest.raises(ConfigError, match="no API key"):
         ServerSettings.from_config(cfg, env={})
     assert ServerSettings.from_config(cfg, env={"HYPERVER_API_KEY": "a, b"}).api_keys == ("a", "b")
+
+
+def test_threshold_comes_from_the_generator_unless_configured(server_files, tmp_path):
+    """server.threshold wins; null takes the threshold stored with the generator (chosen on validation data)."""
+    from hyperver.config import load_config
+    from hyperver.hypernet.model_io import load_generator, save_generator
+
+    from enroll_server.service import EnrollmentService
+    from enroll_server.settings import ServerSettings
+    from tests.enroll_server.conftest import server_overrides
+
+    gen, meta = load_generator(server_files["generator"])
+    path = save_generator(gen, tmp_path / "gen_with_threshold.safetensors", backbone=meta["backbone"],
+                          extra={"threshold": 1.25})
+    for configured, expected in (("null", 1.25), ("-0.5", -0.5)):
+        cfg = load_config(overrides=server_overrides(server_files, tmp_path, **{
+            "server.generator_path": path, "server.threshold": configured}), env={})
+        service = EnrollmentService(cfg, ServerSettings.from_config(cfg, env={"HYPERVER_API_KEY": API_KEY}))
+        assert service.threshold == expected
+        service.close()

@@ -13,7 +13,8 @@ def enroll(client: httpx.Client, user: str, photo: bytes) -> httpx.Response:
     return client.post("/v1/enroll", data={"user_id": user}, files=[("photos", (f"{user}.jpg", photo, "image/jpeg"))])
 
 
-def check_registry(server, photos: dict[str, bytes], must_have: set[str], must_lack: set[str] = frozenset()) -> set[str]:
+def check_registry(server, photos: dict[str, bytes], must_have: set[str],
+                   must_lack: set[str] = frozenset()) -> set[str]:
     """Health says DB and index agree; every stored user is found first by its own photo; returns the users."""
     with server.client() as c:
         health = c.get("/healthz").json()

@@ -145,7 +145,7 @@ def test_wrong_f_version_is_refused_even_when_signed(artifact_bytes, spec, signe
     header["f_version"] = "f-v1-0000000000"
     (n,) = struct.unpack("<I", artifact_bytes[4:8])
     other = seal(header, artifact_bytes[8 + n:-64], signer)
-    with pytest.raises(ModelFileError, match=r"built for f 'f-v1-0000000000'; this device runs f-v1-"):
+    with pytest.raises(ModelFileError, match=r"built for f 'f-v1-0000000000'; this device runs f-v\d-"):
         open_artifact(other, trusted, [spec.version])
     header = {**peek_header(artifact_bytes), "model_sha256": "0" * 64}
     with pytest.raises(ModelFileError, match="do not match the signed header"):
