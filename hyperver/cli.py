@@ -405,6 +405,19 @@ def _run_unlock(args: argparse.Namespace) -> int:
     print(json.dumps(res))
     return 0 if res["unlock"] else 1
 
+def _conf_hypernet_export(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="training checkpoint, e.g. checkpoints/hypernet_cpu/best.pt")
+    p.add_argument("--out", default=None, help="generator file (default: hypernet.generator_path)")
+    p.add_argument("--far", type=float, default=1e-3, help="target false-accept rate of the stored threshold")
+
+
+def _run_hypernet_export(args: argparse.Namespace) -> int:
+    from .hypernet.evaluate import export_generator
+
+    print(json.dumps(export_generator(_cfg(args), args.checkpoint, args.out, args.far)))
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "eval": ("evaluate an embedder on a verification/identification protocol", _conf_eval, _run_eval),
     "cache": ("align and embed datasets into the on-disk cache", _conf_cache, _run_cache),
@@ -419,6 +432,8 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "search": ("accuracy dataset, comparator and device-aware evolutionary search", _conf_search, _run_search),
     "hypernet-train": ("train the weight generator h_gen (per-user verifiers)", _conf_hypernet_train,
                        _run_hypernet_train),
+    "hypernet-export": ("training checkpoint -> fp16 generator file with its set-5 threshold", _conf_hypernet_export,
+                        _run_hypernet_export),
     "hypernet-eval": ("per-user verifiers on the LFW test folds vs the descriptor (threshold from set 5)",
                       _conf_hypernet_eval, _run_hypernet_eval),
     "enroll": ("one-shot enrollment: photo(s) -> per-user model", _conf_enroll, _run_enroll),

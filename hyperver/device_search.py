@@ -317,7 +317,8 @@ def budget_for(cfg: Config, lut: LatencyLUT, budget_ms: float | None, budget_rel
             raise ConfigError("give --budget-ms or --budget-rel (with --reference, default: the largest subnet)")
         ref = space.largest() if reference in (None, "largest") else load_arch(reference, space)
         budget_ms = budget_rel * lut.predict(ref)
-    return Budget(float(budget_ms), lut.predict, max_params, lut.geometry.params)
+    return Budget(float(budget_ms), lut.predict, max_params, lut.geometry.params,
+                  margin=float(cfg.get_path("search.budget_margin")))
 
 
 def run_search(cfg: Config, device: str, budget_ms: float | None = None, budget_rel: float | None = None,

@@ -123,3 +123,24 @@ def run_hypernet_eval(cfg: Config, generator: str | None = None, checkpoint: str
                                   "LFW folds 6-10: per-user verifiers vs descriptor")
     write_result(out, figures)
     return figures
+
+
+def export_generator(cfg: Config, checkpoint: str, out: str | None = None, far: float = 1e-3) -> dict[str, Any]:
+    """Training checkpoint -> the fp16 generator file enrollment loads, with its decision
+    threshold for ``far`` chosen on LFW set 5 (validation) stored inside."""
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from .model_io import save_generator
+
+    gen, meta = load_trained(checkpoint=checkpoint)
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = json.loads(ckpt["state"])
+    threshold = validation_threshold(cfg, gen, meta["backbone"], far)
+    path = save_generator(gen, out or cfg.get_path("hypernet.generator_path"), meta["backbone"],
+                          extra={"threshold": threshold, "threshold_far": far, "threshold_data": "LFW set 5",
+                                 "step": meta["step"], "best_val_auc": state.get("best_val_auc")})
+    return {"generator": str(path), "bytes": Path(path).stat().st_size, "threshold": threshold, "far": far,
+            "step": meta["step"], **f_cost(gen.spec)}

@@ -230,9 +230,14 @@ class DeviceProfile:
 
 
 def fit_calibration(block_sums: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
-    """Least-squares ``measured ~ scale * block_sum + offset`` over whole subnets of one device."""
+    """``measured ~ scale * block_sum + offset`` over whole subnets of one device, minimising the
+    *relative* error (weights 1/measured): plain least squares let the slowest subnet dominate
+    and pushed the fastest subnets' predictions below zero."""
     x, y = np.asarray(block_sums, dtype=np.float64), np.asarray(measured, dtype=np.float64)
     if len(x) < 2 or np.ptp(x) == 0:
         raise ValueError("calibration needs at least 2 subnets of different predicted latency")
-    scale, offset = np.polyfit(x, y, 1)
+    if (y <= 0).any():
+        raise ValueError("measured latencies must be positive")
+    design = np.stack([x, np.ones_like(x)], 1) / y[:, None]
+    scale, offset = np.linalg.lstsq(design, np.ones_like(y), rcond=None)[0]
     return {"scale": float(scale), "offset": float(offset), "n_subnets": int(len(x))}

@@ -7,6 +7,8 @@ efficiency model can be combined:
 """
 from __future__ import annotations
 
+import json
+
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
@@ -31,11 +33,18 @@ class CountingComparator:
         return np.asarray(self._better(a, b), dtype=bool)
 
 
-def quickselect_top_k(items: Sequence[Arch], k: int, better: BetterFn, rng: np.random.Generator) -> list[Arch]:
+def _identity(item) -> str:
+    return json.dumps(item, sort_keys=True)
+
+
+def quickselect_top_k(items: Sequence[Arch], k: int, better: BetterFn, rng: np.random.Generator,
+                      key: Callable[[Arch], str] = _identity) -> list[Arch]:
     """The k best items (unordered) with expected O(n) comparisons and no full sort.
 
     Each round compares every remaining item with one random pivot in a single batched call,
-    then recurses into the side that holds the k-th best.
+    then recurses into the side that holds the k-th best. Copies of the pivot (same ``key``)
+    are set aside with it without being compared: an evolved population is full of duplicates,
+    and peeling them off one pivot at a time made late generations cost O(k n) comparisons.
     """
     items = list(items)
     if k <= 0:
@@ -44,19 +53,20 @@ def quickselect_top_k(items: Sequence[Arch], k: int, better: BetterFn, rng: np.r
         return items
     chosen: list[Arch] = []
     while True:
-        p = int(rng.integers(len(items)))
-        pivot = items[p]
-        others = items[:p] + items[p + 1:]
+        pivot = items[int(rng.integers(len(items)))]
+        pk = key(pivot)
+        same = [x for x in items if key(x) == pk]
+        others = [x for x in items if key(x) != pk]
         wins = better(others, [pivot] * len(others)) if others else np.zeros(0, bool)
         above = [x for x, w in zip(others, wins) if w]
         below = [x for x, w in zip(others, wins) if not w]
         if len(above) >= k:
             items = above
-        elif len(above) + 1 == k:
-            return chosen + above + [pivot]
+        elif len(above) + len(same) >= k:
+            return chosen + above + same[: k - len(above)]
         else:
-            chosen += above + [pivot]
-            k -= len(above) + 1
+            chosen += above + same
+            k -= len(above) + len(same)
             items = below
         if k >= len(items):
             return chosen + items
@@ -68,13 +78,17 @@ def quickselect_best(items: Sequence[Arch], better: BetterFn, rng: np.random.Gen
 
 @dataclass
 class Budget:
+    """Latency (and optional parameter) budget. ``margin`` is a guard band: candidates must be
+    predicted under ``latency_ms * (1 - margin)``, because a LUT prediction carries a few percent
+    of error and a subnet predicted just under the budget is measured over it half the time."""
     latency_ms: float
     latency: Callable[[Arch], float]
     max_params: int | None = None
     params: Callable[[Arch], int] | None = None
+    margin: float = 0.0
 
     def ok(self, arch: Arch) -> bool:
-        if self.latency(arch) > self.latency_ms:
+        if self.latency(arch) > self.latency_ms * (1.0 - self.margin):
             return False
         if self.max_params is not None and self.params is not None and self.params(arch) > self.max_params:
             return False

@@ -29,6 +29,15 @@ def synthetic_lut(input_size=64) -> LatencyLUT:
     return LatencyLUT(geom, entries)
 
 
+def test_quickselect_sets_duplicates_aside_with_their_pivot():
+    rng = np.random.default_rng(0)
+    items = [{"v": 1}] * 90 + [{"v": int(v)} for v in range(2, 12)]
+    cmp = CountingComparator(lambda a, b: np.array([x["v"] > y["v"] for x, y in zip(a, b)]))
+    top = quickselect_top_k(items, 25, cmp, rng)
+    assert sorted(x["v"] for x in top) == [1] * 15 + list(range(2, 12))
+    assert cmp.calls < 4 * len(items)  # peeling 90 copies one by one would cost ~15 x 90
+
+
 def test_quickselect_returns_exact_top_k_with_linear_comparisons():
     rng = np.random.default_rng(0)
     for n in (50, 100, 200):
@@ -117,9 +126,12 @@ def test_searches_respect_the_budget_and_find_good_subnets():
     # Comparator calls per generation grow linearly with the population.
     calls = {}
     for p in (50, 100, 200):
-        r = evolution_search(S, better, budget, EvolutionConfig(generations=5, population=p))
+        r = evolution_search(S, better, budget, EvolutionConfig(generations=20, population=p))
         calls[p] = np.mean([h["comparator_calls"] for h in r.history])
-    assert calls[200] / calls[50] < 6  # ~4x for linear growth
+    # Expected QuickSelect cost for the top quarter is ~3.1 n comparisons; a sort needs ~n log2 n.
+    # (The ratio between populations is not a good test: small populations converge sooner and
+    # their duplicates cost nothing, so they sit further below the bound.)
+    assert all(calls[p] < 4.5 * p for p in calls), calls
     with pytest.raises(RuntimeError, match="budget"):
         evolution_search(S, better, Budget(1e-6, lut.predict), EvolutionConfig(generations=1, population=4))
 
