@@ -303,13 +303,15 @@ def _conf_hypernet_eval(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None, help="or a training checkpoint (best.pt) instead of a generator file")
     p.add_argument("--backbones", nargs="*", default=None,
                    help="also evaluate with h_bb swapped for these embedders (e.g. subnet:largest subnet:smallest)")
+    p.add_argument("--history", default=None, help="training history.json: also plot the training curves")
     p.add_argument("--out", default="results/hypernet_lfw.json")
 
 
 def _run_hypernet_eval(args: argparse.Namespace) -> int:
     from .hypernet.evaluate import run_hypernet_eval
 
-    print(json.dumps(run_hypernet_eval(_cfg(args), args.generator, args.checkpoint, args.backbones, args.out),
+    print(json.dumps(run_hypernet_eval(_cfg(args), args.generator, args.checkpoint, args.backbones, args.out,
+                                       history=args.history),
                      indent=1))
     return 0
 

@@ -91,18 +91,56 @@ def f_cost(spec) -> dict[str, Any]:
             "f_input": spec.input_size, "f_version": spec.version}
 
 
+def plot_history(history: list[dict], path: str) -> str:
+    """Training curves of the hypernetwork: BCE and margin per step, validation (set 5) per eval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4), dpi=110)
+    train = [h for h in history if "bce" in h]
+    ax1.plot([h["step"] for h in train], [h["bce"] for h in train], label="weighted BCE")
+    ax1b = ax1.twinx()
+    ax1b.plot([h["step"] for h in train], [h["margin"] for h in train], color="tab:orange", alpha=0.6,
+              label="mean logit margin (pos - neg)")
+    ax1.set_xlabel("step")
+    ax1.set_ylabel("weighted BCE")
+    ax1b.set_ylabel("logit margin")
+    ax1.legend(loc="upper left", fontsize=7)
+    ax1b.legend(loc="upper right", fontsize=7)
+    val = [h for h in history if "val_auc" in h]
+    ax2.plot([h["step"] for h in val], [h["val_accuracy"] for h in val], "o-", label="pair accuracy")
+    ax2.plot([h["step"] for h in val], [h["val_auc"] for h in val], "s-", label="AUC")
+    pre = [h["pretrain"] for h in history if "pretrain" in h]
+    if pre:
+        ax2.axhline(pre[0]["best_val_accuracy"], color="grey", ls="--", lw=0.8,
+                    label="f body as embedding model (start)")
+    ax2.set_xlabel("step")
+    ax2.set_ylabel("LFW set 5 (validation)")
+    ax2.grid(alpha=0.3)
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def run_hypernet_eval(cfg: Config, generator: str | None = None, checkpoint: str | None = None,
                       backbones: list[str] | None = None, out: str = "results/hypernet_lfw.json",
-                      far: float = 1e-3) -> dict[str, Any]:
+                      far: float = 1e-3, history: str | None = None) -> dict[str, Any]:
     """LFW test folds 6-10 for the per-user verifiers (one-way and symmetric) and the descriptor,
     with the training backbone and with each swapped-in backbone (generator unchanged); the
     decision threshold for a target FAR is chosen on LFW set 5 only."""
+    import json
     from pathlib import Path
 
     from ..eval.metrics import plot_roc, roc_curve
     from ..reporting import write_result
 
-    gen, meta = load_trained(generator or cfg.get_path("hypernet.generator_path"), checkpoint)
+    if not checkpoint:
+        generator = generator or cfg.get_path("hypernet.generator_path")
+    gen, meta = load_trained(generator, checkpoint)
     trained_on = meta["backbone"]
     res = evaluate_pairs(cfg, gen, trained_on)
     scores = res.pop("_scores")
@@ -119,6 +157,9 @@ def run_hypernet_eval(cfg: Config, generator: str | None = None, checkpoint: str
         figures["backbones"][name] = {k: r[k] for k in ("hypernet", "hypernet_symmetric", "descriptor")}
         curves[f"hypernet, h_bb={name}"] = roc_curve(s["hypernet"], s["same"])[:2]
     png = Path(out).with_name(Path(out).stem + "_roc.png")
+    if history:
+        figures["training_png"] = plot_history(json.loads(Path(history).read_text()),
+                                               str(Path(out).with_name(Path(out).stem + "_training.png")))
     figures["roc_png"] = plot_roc({k: (far_, tar) for k, (far_, tar) in curves.items()}, str(png),
                                   "LFW folds 6-10: per-user verifiers vs descriptor")
     write_result(out, figures)
