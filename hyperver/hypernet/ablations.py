@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
     if args.collect:
-        cmds = [f"python -m hyperver.hypernet.ablations --config {args.config} --steps {args.steps} --only {n}"
+        sets = "".join(f" --set {o}" for o in args.overrides)
+        cmds = [f"python -m hyperver.hypernet.ablations --config {args.config} --steps {args.steps}{sets} --only {n}"
                 for n in ABLATIONS]
         print(json.dumps(collect(args.work_dir, args.out, cmds), indent=1))
         return 0
