@@ -29,6 +29,7 @@ import numpy as np
 
 from hyperver.config import load_config
 from hyperver.reporting import current_command, write_result
+from supernet.latency import time_calls
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -46,14 +47,8 @@ def merge_result(path: str, figures: dict[str, Any], part: str, defaults: dict[s
 
 
 def timed_ms(fn: Callable[[], Any], repeats: int, warmup: int = 30) -> dict[str, float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(1e3 * (time.perf_counter() - t0))
-    return {"median": round(float(np.median(times)), 4), "p95": round(float(np.percentile(times, 95)), 4)}
+    t = time_calls(fn, warmup, repeats)
+    return {"median": round(t["median_ms"], 4), "p95": round(t["p95_ms"], 4)}
 
 
 def tflite_runner(model: bytes, threads: int = 1) -> tuple[Callable[[], Any], tuple[int, ...]]:

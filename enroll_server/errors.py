@@ -1,12 +1,13 @@
 """Every bad input becomes one JSON body ``{"error": code, "detail": message}`` with a precise status.
 
-hyperver's exceptions are mapped here by class (and ImageError by what went wrong), so the
+hyperver's exceptions are mapped here by class (ImageError by its kind), so the
 library stays HTTP-free and the server never answers a user mistake with a 500.
 """
 from __future__ import annotations
 
-from hyperver.errors import (ConfigError, FaceNotFoundError, HyperVerError, ImageError, ModelFileError,
-                             MultipleFacesError)
+from hyperver.errors import (ConfigError, CorruptImageError, EmptyImageError, FaceNotFoundError, HyperVerError,
+                             ImageDimensionsTooLargeError, ImageError, ImageTooLargeError, ImageTooSmallError,
+                             ModelFileError, MultipleFacesError, NotAnImageError)
 
 
 class ApiError(Exception):
@@ -17,14 +18,14 @@ class ApiError(Exception):
         self.status, self.code, self.detail = status, code, detail
 
 
-# hyperver's ImageError messages start with what went wrong (hyperver/data/imageio.py).
-IMAGE_ERRORS: list[tuple[str, int, str]] = [
-    ("image is too large", 413, "image_too_large"),
-    ("image dimensions too large", 413, "image_dimensions_too_large"),
-    ("not an image", 415, "not_an_image"),
-    ("image is corrupt or truncated", 422, "corrupt_image"),
-    ("image too small", 422, "image_too_small"),
-    ("image is empty", 422, "empty_image"),
+# Kinds of hyperver ImageError (most specific first) -> status and code.
+IMAGE_ERRORS: list[tuple[type[ImageError], int, str]] = [
+    (ImageDimensionsTooLargeError, 413, "image_dimensions_too_large"),
+    (ImageTooLargeError, 413, "image_too_large"),
+    (NotAnImageError, 415, "not_an_image"),
+    (CorruptImageError, 422, "corrupt_image"),
+    (ImageTooSmallError, 422, "image_too_small"),
+    (EmptyImageError, 422, "empty_image"),
 ]
 
 HYPERVER_ERRORS: list[tuple[type[Exception], int, str]] = [
@@ -40,9 +41,8 @@ def from_hyperver(exc: HyperVerError, context: str = "") -> ApiError:
     """The ApiError for a hyperver exception; ``context`` (e.g. 'photo 2 (a.jpg)') prefixes the message."""
     detail = f"{context}: {exc}" if context else str(exc)
     if isinstance(exc, ImageError):
-        text = str(exc)
-        for prefix, status, code in IMAGE_ERRORS:
-            if text.startswith(prefix):
+        for cls, status, code in IMAGE_ERRORS:
+            if isinstance(exc, cls):
                 return ApiError(status, code, detail)
         return ApiError(422, "bad_image", detail)
     for cls, status, code in HYPERVER_ERRORS:

@@ -88,10 +88,7 @@ class EnrollmentService:
 
     def enroll(self, user_id: str, photos: Sequence[tuple[str, bytes]], runtime: str | None = None,
                precision: str | None = None, replace: bool = False) -> dict[str, Any]:
-        import torch
-
         from hyperver.embed import l2_normalize
-        from hyperver.hypernet.model_io import UserModel
 
         check_user_id(user_id)
         runtime, precision = runtime or self.settings.runtime, precision or self.settings.precision
@@ -101,9 +98,7 @@ class EnrollmentService:
         with self._pipeline:
             embs = [self._descriptor(data, f"photo {i + 1} ({name})") for i, (name, data) in enumerate(photos)]
             emb = l2_normalize(np.mean(embs, axis=0)).astype(np.float32)
-            with torch.no_grad():
-                theta = self.enroller.gen(torch.from_numpy(emb[None]))[0].numpy()
-        user = UserModel(theta, self.spec, self.threshold, emb)
+            user = self.enroller.model_for(emb)
         try:
             model = self.builder.build(user, runtime, precision,
                                        {"user_id": user_id, "generator": self.generator_sha,

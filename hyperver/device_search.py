@@ -134,9 +134,6 @@ def lut_check(cfg: Config, devices: Sequence[str], n: int | None = None, weights
     """LUT-predicted vs measured whole-network latency for n random subnets, per device profile."""
     from scipy.stats import spearmanr
 
-    from supernet.nas.measure import measure_network
-    from supernet.static import build_static
-
     net = _supernet(cfg, weights)
     n = int(n or cfg.get_path("search.fidelity_subnets"))
     rng = np.random.default_rng(seed)

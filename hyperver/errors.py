@@ -14,6 +14,31 @@ class ImageError(HyperVerError, ValueError):
     """An image could not be used (missing, empty, not an image, truncated, too large)."""
 
 
+# Kinds of ImageError, so callers (e.g. the server's HTTP statuses) dispatch on type, not on text.
+class EmptyImageError(ImageError):
+    """The image has no bytes."""
+
+
+class ImageTooLargeError(ImageError):
+    """The image's bytes exceed the limit."""
+
+
+class ImageDimensionsTooLargeError(ImageTooLargeError):
+    """The image's pixel count exceeds the limit (decompression-bomb guard)."""
+
+
+class NotAnImageError(ImageError):
+    """The bytes are not in a known image format."""
+
+
+class CorruptImageError(ImageError):
+    """The image is truncated or corrupt."""
+
+
+class ImageTooSmallError(ImageError):
+    """The image is smaller than the minimum side."""
+
+
 class FaceNotFoundError(HyperVerError, ValueError):
     """No face was detected in a photo that must contain exactly one."""
 

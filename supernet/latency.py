@@ -8,7 +8,8 @@ from typing import Callable
 import numpy as np
 
 
-def _time(fn: Callable[[], None], warmup: int, repeats: int) -> dict[str, float]:
+def time_calls(fn: Callable[[], object], warmup: int, repeats: int) -> dict[str, float]:
+    """Median, p95, mean and std (ms) of ``repeats`` calls after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
     times = []
@@ -17,8 +18,8 @@ def _time(fn: Callable[[], None], warmup: int, repeats: int) -> dict[str, float]
         fn()
         times.append((time.perf_counter() - t) * 1000)
     arr = np.array(times)
-    return {"median_ms": float(np.median(arr)), "mean_ms": float(arr.mean()), "std_ms": float(arr.std()),
-            "count": int(repeats)}
+    return {"median_ms": float(np.median(arr)), "p95_ms": float(np.percentile(arr, 95)), "mean_ms": float(arr.mean()),
+            "std_ms": float(arr.std()), "count": int(repeats)}
 
 
 def tflite_latency(path: str | Path, threads: int = 1, warmup: int = 10, repeats: int = 50) -> dict[str, float]:
@@ -28,7 +29,7 @@ def tflite_latency(path: str | Path, threads: int = 1, warmup: int = 10, repeats
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]
     interp.set_tensor(inp["index"], np.random.default_rng(0).uniform(-1, 1, inp["shape"]).astype(np.float32))
-    return _time(interp.invoke, warmup, repeats)
+    return time_calls(interp.invoke, warmup, repeats)
 
 
 def onnx_latency(path: str | Path, threads: int = 1, warmup: int = 10, repeats: int = 50) -> dict[str, float]:
@@ -40,4 +41,4 @@ def onnx_latency(path: str | Path, threads: int = 1, warmup: int = 10, repeats: 
     inp = sess.get_inputs()[0]
     shape = [1 if not isinstance(d, int) else d for d in inp.shape]
     x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
-    return _time(lambda: sess.run(None, {inp.name: x}), warmup, repeats)
+    return time_calls(lambda: sess.run(None, {inp.name: x}), warmup, repeats)

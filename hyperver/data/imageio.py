@@ -10,7 +10,8 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import ImageError
+from ..errors import (CorruptImageError, EmptyImageError, ImageDimensionsTooLargeError, ImageError,
+                      ImageTooLargeError, ImageTooSmallError, NotAnImageError)
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, np.ndarray]
 
@@ -28,9 +29,9 @@ def read_bytes(path: str | os.PathLike, max_bytes: int = DEFAULT_MAX_BYTES) -> b
         raise ImageError(f"not a regular file: {p}")
     size = p.stat().st_size
     if size == 0:
-        raise ImageError(f"image file is empty: {p}")
+        raise EmptyImageError(f"image file is empty: {p}")
     if size > max_bytes:
-        raise ImageError(f"image file is too large: {p} has {size} bytes, limit {max_bytes}")
+        raise ImageTooLargeError(f"image file is too large: {p} has {size} bytes, limit {max_bytes}")
     try:
         return p.read_bytes()
     except OSError as exc:
@@ -41,28 +42,28 @@ def decode_image(data: bytes | bytearray, name: str = "<bytes>", max_bytes: int 
                  max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = DEFAULT_MIN_SIDE) -> np.ndarray:
     """Decode encoded image bytes to an RGB uint8 array (H, W, 3), honouring EXIF orientation."""
     if len(data) == 0:
-        raise ImageError(f"image is empty: {name}")
+        raise EmptyImageError(f"image is empty: {name}")
     if len(data) > max_bytes:
-        raise ImageError(f"image is too large: {name} has {len(data)} bytes, limit {max_bytes}")
+        raise ImageTooLargeError(f"image is too large: {name} has {len(data)} bytes, limit {max_bytes}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(bytes(data)))
             width, height = img.size
             if width * height > max_pixels:
-                raise ImageError(
+                raise ImageDimensionsTooLargeError(
                     f"image dimensions too large: {name} is {width}x{height}, limit {max_pixels} pixels")
             img.load()
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError(f"not an image (unknown format): {name}") from None
+        raise NotAnImageError(f"not an image (unknown format): {name}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"image dimensions too large: {name}: {exc}") from None
+        raise ImageDimensionsTooLargeError(f"image dimensions too large: {name}: {exc}") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"image is corrupt or truncated: {name}: {exc}") from None
+        raise CorruptImageError(f"image is corrupt or truncated: {name}: {exc}") from None
     if min(img.size) < min_side:
-        raise ImageError(f"image too small: {name} is {img.size[0]}x{img.size[1]}, need >= {min_side} px a side")
+        raise ImageTooSmallError(f"image too small: {name} is {img.size[0]}x{img.size[1]}, need >= {min_side} px a side")
     img = ImageOps.exif_transpose(img)
     if img.mode != "RGB":
         img = img.convert("RGB")

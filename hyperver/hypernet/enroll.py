@@ -52,11 +52,15 @@ class Enroller:
                extra: dict[str, Any] | None = None) -> UserModel:
         if not photos:
             raise ValueError("enrollment needs at least one photo")
-        emb = self.embed(photos, flip_average)
-        theta = self.gen(torch.from_numpy(emb[None]).float())[0].numpy()
-        return UserModel(theta, self.spec, self.threshold, emb,
-                         {"backbone": self.embedder.cache_id, "photos": len(photos), "flip_average": flip_average,
-                          **(extra or {})})
+        return self.model_for(self.embed(photos, flip_average),
+                              {"photos": len(photos), "flip_average": flip_average, **(extra or {})})
+
+    @torch.no_grad()
+    def model_for(self, embedding: np.ndarray, extra: dict[str, Any] | None = None) -> UserModel:
+        """The per-user model for a (unit) descriptor embedding: theta = h_gen(embedding)."""
+        emb = np.asarray(embedding, dtype=np.float32)
+        theta = self.gen(torch.from_numpy(emb[None]))[0].numpy()
+        return UserModel(theta, self.spec, self.threshold, emb, {"backbone": self.embedder.cache_id, **(extra or {})})
 
 
 @torch.no_grad()

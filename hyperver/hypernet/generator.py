@@ -46,7 +46,7 @@ class WeightGenerator(nn.Module):
         self.register_buffer("delta_scale", delta_scale * scale)
         # The descriptor's mean embedding, set from the training data (``set_input_mean``) and
         # saved with the generator. Spaces like dlib's are far from centred (unrelated faces have
-        # cosine ~0.8), so raw embeddings differ little from user to user; centred and
+        # a high cosine), so raw embeddings differ little from user to user; centred and
         # re-normalised, they differ as much as the people do.
         self.register_buffer("input_mean", torch.zeros(embed_dim))
 

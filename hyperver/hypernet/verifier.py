@@ -5,8 +5,8 @@ grouped convolutions, each followed by affine-free instance normalisation (non-p
 nothing per-user to store beyond the convs) and ReLU, a 1x1 conv + ReLU, global average
 pooling and a 2-layer head. The 1x1 conv is deliberately NOT normalised: instance norm right
 before global pooling zeroes every channel's spatial mean, so the pooled features would keep
-only each channel's distribution shape (measured on random inputs: the pooled features' spread
-across images dropped from 30% to 6% of their mean, and training stalled at chance). All of f's weights live in ONE flat vector theta whose layout is
+only each channel's distribution shape (they barely vary across images, and training stalled at
+chance). All of f's weights live in ONE flat vector theta whose layout is
 ``VerifierSpec.layout()``: a list of (name, shape) in order, weights before biases per layer::
 
     conv{i}.weight (C_out, C_in/groups, k, k), conv{i}.bias (C_out,)  for each conv
