@@ -316,6 +316,22 @@ def _run_hypernet_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- paradigm comparison ------------------------------------------------------------------------------
+def _conf_compare(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--descriptor", default=None,
+                   help="the device's descriptor as name=subnet.safetensors (default: compare.descriptor; none: "
+                        "search one for compare.device at compare.budget_rel)")
+    p.add_argument("--generator", default=None, help="trained generator (default: hypernet.generator_path)")
+    p.add_argument("--out", default=None, help="results JSON (default: compare.out); the markdown report and PNGs go beside it")
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from .paradigms import run_comparison
+
+    res = run_comparison(_cfg(args), args.descriptor, args.generator, args.out)
+    print(json.dumps({k: res[k] for k in ("embedding", "per_user", "crossover_users", "report_md")}, indent=1))
+    return 0
+
 
 # -- per-user artifacts and the device check --------------------------------------------------------
 def _conf_artifact(p: argparse.ArgumentParser) -> None:
@@ -438,6 +454,8 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
                         _run_hypernet_export),
     "hypernet-eval": ("per-user verifiers on the LFW test folds vs the descriptor (threshold from set 5)",
                       _conf_hypernet_eval, _run_hypernet_eval),
+    "compare": ("embedding + nearest neighbour vs per-user verifiers: accuracy, identification, device cost vs N",
+                _conf_compare, _run_compare),
     "enroll": ("one-shot enrollment: photo(s) -> per-user model", _conf_enroll, _run_enroll),
     "verify": ("score a photo with a per-user model (exit 0 match, 1 no match, 2 error)", _conf_verify, _run_verify),
     "artifact": ("signed per-user TFLite/ONNX artifacts: build, keygen, inspect", _conf_artifact, _run_artifact),

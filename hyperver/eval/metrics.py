@@ -6,7 +6,7 @@ Conventions: higher score = more likely the same person; a pair is accepted when
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -174,6 +174,61 @@ def kfold_verification(scores: Sequence[float], labels: Sequence[bool], folds: S
 
 
 # -- identification ------------------------------------------------------------------------------
+ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def identification_trials(identities: Sequence[str], repeats: int = 5, seed: int = 0,
+                          max_probes_per_person: int | None = None) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """The closed-set protocol's draws: people with 2+ images; per repeat one random image per
+    person is the gallery and their other images (at most ``max_probes_per_person``, drawn at
+    random) are probes. Returns each image's person index and (gallery, probes) per repeat."""
+    ids = np.asarray(identities)
+    uniq, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
+    eligible = np.nonzero(counts >= 2)[0]
+    if len(eligible) < 2:
+        raise ValueError("identification needs at least 2 people with 2+ images")
+    rng = np.random.default_rng(seed)
+    members = {p: np.nonzero(inverse == p)[0] for p in eligible}
+    trials = []
+    for _ in range(repeats):
+        gallery = np.array([rng.choice(members[p]) for p in eligible])
+        probes = [np.setdiff1d(members[p], [g]) for p, g in zip(eligible, gallery)]
+        if max_probes_per_person:
+            probes = [rng.choice(pr, min(len(pr), max_probes_per_person), replace=False) for pr in probes]
+        trials.append((gallery, np.concatenate(probes)))
+    return inverse, trials
+
+
+def identification_from_scores(score_fn: ScoreFn, identities: Sequence[str], repeats: int = 5, seed: int = 0,
+                               max_probes_per_person: int | None = None,
+                               threshold: float | None = None) -> dict[str, float]:
+    """Rank-1 identification for any scorer: ``score_fn(gallery, probes)`` -> (probes, gallery)
+    scores (cosine of embeddings, or each enrolled user's verifier on each probe). Columns beyond
+    the gallery are distractors: a best match there is always a miss.
+
+    With ``threshold`` (open set): a probe counts as detected and identified when its best
+    score is both right and >= threshold (DIR); ``reject_rate`` is the share of probes whose
+    best score is below it.
+    """
+    inverse, trials = identification_trials(identities, repeats, seed, max_probes_per_person)
+    accs, dirs, rejects = [], [], []
+    for gallery, probes in trials:
+        scores = np.asarray(score_fn(gallery, probes))
+        best = np.argmax(scores, axis=1)
+        in_gallery = best < len(gallery)
+        right = in_gallery & (inverse[gallery][np.where(in_gallery, best, 0)] == inverse[probes])
+        accs.append(float(np.mean(right)))
+        if threshold is not None:
+            top = scores[np.arange(len(probes)), best]
+            dirs.append(float(np.mean(right & (top >= threshold))))
+            rejects.append(float(np.mean(top < threshold)))
+    out = {"rank1": float(np.mean(accs)), "rank1_std": float(np.std(accs)), "repeats": repeats,
+           "people": int(len(trials[0][0])), "probes": int(len(trials[0][1]))}
+    if threshold is not None:
+        out.update(threshold=float(threshold), dir=float(np.mean(dirs)), reject_rate=float(np.mean(rejects)))
+    return out
+
+
 def identification_accuracy(embeddings: np.ndarray, identities: Sequence[str], repeats: int = 5, seed: int = 0,
                             distractors: np.ndarray | None = None) -> dict[str, float]:
     """Closed-set rank-1 identification by cosine nearest neighbour.
@@ -183,27 +238,14 @@ def identification_accuracy(embeddings: np.ndarray, identities: Sequence[str], r
     be added to the gallery. Returns mean and std of rank-1 accuracy over the repeats.
     """
     emb = np.asarray(embeddings, dtype=np.float32)
-    ids = np.asarray(identities)
-    uniq, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
-    eligible = np.nonzero(counts >= 2)[0]
-    if len(eligible) < 2:
-        raise ValueError("identification needs at least 2 people with 2+ images")
-    rng = np.random.default_rng(seed)
-    members = {p: np.nonzero(inverse == p)[0] for p in eligible}
-    accs = []
-    for _ in range(repeats):
-        gallery = np.array([rng.choice(members[p]) for p in eligible])
-        probes = np.concatenate([np.setdiff1d(members[p], [g]) for p, g in zip(eligible, gallery)])
-        gal_emb = emb[gallery]
-        gal_lab = eligible
-        if distractors is not None and len(distractors):
-            gal_emb = np.concatenate([gal_emb, distractors.astype(np.float32)])
-            gal_lab = np.concatenate([gal_lab, -np.ones(len(distractors), dtype=gal_lab.dtype)])
-        nearest = np.argmax(emb[probes] @ gal_emb.T, axis=1)
-        accs.append(float(np.mean(gal_lab[nearest] == inverse[probes])))
-    return {"rank1": float(np.mean(accs)), "rank1_std": float(np.std(accs)), "repeats": repeats,
-            "people": int(len(eligible)), "probes": int(sum(len(m) - 1 for m in members.values())),
-            "distractors": int(0 if distractors is None else len(distractors))}
+    extra = np.zeros((0, emb.shape[1]), np.float32) if distractors is None else distractors.astype(np.float32)
+
+    def cosine(gallery: np.ndarray, probes: np.ndarray) -> np.ndarray:
+        return emb[probes] @ np.concatenate([emb[gallery], extra]).T
+
+    out = identification_from_scores(cosine, identities, repeats, seed)
+    out["distractors"] = int(len(extra))
+    return out
 
 
 # -- plots ---------------------------------------------------------------------------------------

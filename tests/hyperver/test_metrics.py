@@ -119,3 +119,27 @@ def test_bad_inputs_raise():
         roc_curve([0.1, np.nan], [1, 0])
     with pytest.raises(ValueError):
         roc_curve([0.1, 0.2, 0.3], [1, 0])
+
+
+def test_identification_from_scores_open_set_probe_cap_and_distractors():
+    from hyperver.eval.metrics import identification_from_scores, identification_trials
+
+    ids = ["A"] * 4 + ["B"] * 3 + ["C"] * 2 + ["D"]       # D has one image: not in the protocol
+    person, trials = identification_trials(ids, repeats=3, seed=1, max_probes_per_person=1)
+    for gallery, probes in trials:
+        assert len(gallery) == 3 and len(probes) == 3         # A, B, C; one probe each
+        assert not set(gallery) & set(probes)
+        assert sorted(person[probes]) == sorted(person[gallery])
+
+    def oracle(gallery, probes, margin=1.0):
+        return np.where(np.asarray(ids)[probes][:, None] == np.asarray(ids)[gallery][None], margin, 0.0)
+
+    closed = identification_from_scores(oracle, ids, repeats=2)
+    assert closed["rank1"] == 1.0 and closed["people"] == 3 and closed["probes"] == 6
+    # open set: right answers scored below the threshold are rejected, not identified
+    low = identification_from_scores(lambda g, p: oracle(g, p, 0.4), ids, repeats=2, threshold=0.5)
+    assert low["rank1"] == 1.0 and low["dir"] == 0.0 and low["reject_rate"] == 1.0
+    # a distractor column that beats the right match is a miss
+    with_distractor = identification_from_scores(
+        lambda g, p: np.concatenate([oracle(g, p), np.full((len(p), 1), 2.0)], axis=1), ids, repeats=1)
+    assert with_distractor["rank1"] == 0.0
