@@ -4,11 +4,19 @@
     GET    /v1/users/{user_id}        enrollment record (descriptor, f version, threshold, ...)
     GET    /v1/users/{user_id}/model  the signed artifact (.hva)
     DELETE /v1/users/{user_id}
+    POST   /v1/users/{user_id}/unlock multipart: photo -> the on-device check on the user's signed artifact
     POST   /v1/identify             multipart: photo, top_k -> enrolled users by descriptor similarity
     GET    /v1/signing-key          the public key devices must trust
     GET    /healthz                 no auth
+    GET    /                        the browser page (enroll / try to unlock; static files under /static)
 
-Every route but /healthz needs ``X-API-Key``. Errors are ``{"error": code, "detail": message}``:
+``unlock`` runs exactly what ``hyperver unlock`` runs on a device (hyperver.device.runtime): the
+stored artifact's signature must verify with this server's key and its f version must be in
+``device.accepted_f_versions``; the photo's single face is aligned and scored by f. It answers
+``{"user_id", "decision": "unlock"|"deny", "unlock", "score", "threshold", "runtime", "precision",
+"f_version", "ms"}`` (409 model_rejected when the stored artifact fails the device's checks).
+
+Every route but /healthz and the page needs ``X-API-Key``. Errors are ``{"error": code, "detail": message}``:
 400 bad user id, 401 missing/wrong key, 404 unknown user, 409 already enrolled (policy: an
 enrollment never silently overwrites another; send ``replace=true`` to re-enroll), 413 request or
 image too large, 415 not an image, 422 no face / several faces / truncated image / bad form.
@@ -18,12 +26,14 @@ from __future__ import annotations
 import hmac
 import logging
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, Callable
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -34,6 +44,11 @@ from .multipart import parse_form
 from .service import EnrollmentService
 
 log = logging.getLogger("enroll_server")
+STATIC = Path(__file__).resolve().parent / "static"
+# The page loads nothing from elsewhere; camera frames and previews are blob: URLs.
+PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
+                                           "object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+                "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="one of the server's API keys")
 RUNTIMES, PRECISIONS = ["tflite", "onnx"], ["fp32", "fp16", "int8"]
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
@@ -60,6 +75,9 @@ ENROLL_FORM = _form_schema({
 IDENTIFY_FORM = _form_schema({
     "photo": {"type": "string", "format": "binary"},
     "top_k": {"type": "integer", "minimum": 1, "description": "matches to return (default: server.top_k)"},
+}, ["photo"])
+UNLOCK_FORM = _form_schema({
+    "photo": {"type": "string", "format": "binary", "description": "a probe photo with exactly one face"},
 }, ["photo"])
 
 
@@ -176,6 +194,16 @@ def create_app(service: EnrollmentService) -> FastAPI:
             raise ApiError(422, "bad_parameter", f"top_k must be in 1..{settings.max_top_k}, got {k}")
         return await call(service.identify, bytes(photos[0].data), k)
 
+    @app.post("/v1/users/{user_id}/unlock", tags=["users"], dependencies=[Depends(authorised)],
+              openapi_extra=UNLOCK_FORM,
+              summary="try to unlock: the on-device check (signed artifact + aligned probe face -> score vs threshold)")
+    async def unlock(user_id: str, request: Request) -> dict[str, Any]:
+        form = parse_form(await read_body(request, settings.max_request_bytes), request.headers.get("content-type"))
+        photos = form.files.get("photo", [])
+        if len(photos) != 1:
+            raise ApiError(422, "no_photos" if not photos else "too_many_photos", "send exactly one 'photo' file")
+        return await call(service.unlock, user_id, bytes(photos[0].data))
+
     @app.get("/v1/users/{user_id}", tags=["users"], dependencies=[Depends(authorised)])
     async def get_user(user_id: str) -> dict[str, Any]:
         return await call(service.user, user_id)
@@ -200,4 +228,10 @@ def create_app(service: EnrollmentService) -> FastAPI:
         return {"public_key": service.builder.signer.public_b64, "key_id": service.builder.signer.key_id,
                 "f_version": service.spec.version}
 
+    # The browser page: static HTML + JS; the API key is typed into the page, not needed to load it.
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html", headers=PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -1,8 +1,13 @@
-"""What the routes do, without HTTP: decode, align, embed, generate theta, sign, register.
+"""What the routes do, without HTTP: decode, align, embed, generate theta, sign, register, unlock.
 
 Photos arrive as bytes and are decoded in memory (never written to disk). The face pipeline
-(dlib detection + descriptor, the generator) runs one request at a time behind a lock: dlib is
-single-threaded and the machine has few cores, so queueing is cheaper than thrashing.
+(dlib detection + descriptor, the generator, the per-user verifiers) runs one request at a time
+behind a lock: dlib is single-threaded and the machine has few cores, so queueing is cheaper than
+thrashing (and a TFLite interpreter must not be invoked from two threads at once).
+
+``unlock`` is the device's check (hyperver.device.runtime) run on the user's stored signed
+artifact: the signature must verify with the server's own public key and f's version must be
+one of ``device.accepted_f_versions``, exactly as ``hyperver unlock`` would require.
 """
 from __future__ import annotations
 
@@ -12,13 +17,14 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict
 from typing import Any, Sequence
 
 import numpy as np
 
 from hyperver.config import Config
 from hyperver.data.imageio import decode_image
-from hyperver.errors import ConfigError, HyperVerError
+from hyperver.errors import ConfigError, HyperVerError, ModelFileError
 
 from .errors import ApiError, from_hyperver
 from .registry import DuplicateUser, Registry
@@ -55,6 +61,17 @@ class EnrollmentService:
         self.registry = Registry(settings.state_dir, self.enroller.embedder.dim, self.enroller.embedder.cache_id)
         self.generator_sha = hashlib.sha256(settings.generator_path.read_bytes()).hexdigest()[:16]
         self._pipeline = threading.Lock()
+        # unlock: the device's trust (this server's key only) and accepted f versions; loaded
+        # verifiers by user id -> (model sha256, DeviceVerifier), least recently used first.
+        from hyperver.device.signing import TrustedKeys
+
+        self.trusted = TrustedKeys([self.builder.signer.public_raw])
+        self.accepted_f_versions = list(cfg.get_path("device.accepted_f_versions") or [])
+        if self.spec.version not in self.accepted_f_versions:
+            log.warning("this server builds f %s but device.accepted_f_versions is %s: unlock will refuse "
+                        "its artifacts", self.spec.version, self.accepted_f_versions)
+        self.device_threads = int(cfg.get_path("device.threads"))
+        self._verifiers: OrderedDict[str, tuple[str, Any]] = OrderedDict()
         check = self.registry.consistency()
         log.info("registry %s: %d users, index %s (%s)", settings.state_dir, check["users"],
                  "rebuilt from the database" if self.registry.rebuilt else "loaded from its snapshot", check)
@@ -113,6 +130,7 @@ class EnrollmentService:
             record, replaced = self.registry.add(user_id, emb, model, sha, info, replace)
         except DuplicateUser:
             raise self._duplicate(user_id) from None
+        self._forget(user_id)
         return {**record.public(), "replaced": replaced, "model_url": f"/v1/users/{user_id}/model",
                 "model_b64": base64.b64encode(model).decode(), "descriptor": emb.tolist(),
                 "ms": round(1e3 * (time.perf_counter() - t0), 1)}
@@ -143,7 +161,63 @@ class EnrollmentService:
     def delete(self, user_id: str) -> dict[str, Any]:
         if not self.registry.delete(check_user_id(user_id)):
             raise ApiError(404, "unknown_user", f"no enrolled user {user_id!r}")
+        self._forget(user_id)
         return {"deleted": user_id}
+
+    # -- unlock (the on-device check, server side) -------------------------------------------------
+    MAX_CACHED_VERIFIERS = 256
+
+    def _forget(self, user_id: str) -> None:
+        with self._pipeline:
+            self._verifiers.pop(user_id, None)
+
+    def _verifier(self, user_id: str) -> tuple[Any, bool]:
+        """The user's verified artifact, loaded once per (user id, model sha256); call with the pipeline lock."""
+        from hyperver.device.artifact import open_artifact
+        from hyperver.device.runtime import DeviceVerifier
+
+        record = self.registry.get(user_id)
+        if record is None:
+            raise ApiError(404, "unknown_user", f"no enrolled user {user_id!r}")
+        cached = self._verifiers.get(user_id)
+        if cached is not None and cached[0] == record.model_sha256:
+            self._verifiers.move_to_end(user_id)
+            return cached[1], True
+        found = self.registry.model(user_id)
+        if found is None:                       # deleted since the lookup above
+            raise ApiError(404, "unknown_user", f"no enrolled user {user_id!r}")
+        model, info = found
+        try:
+            verifier = DeviceVerifier(open_artifact(model, self.trusted, self.accepted_f_versions,
+                                                    f"the stored model of {user_id!r}"), self.device_threads)
+        except ModelFileError as exc:           # e.g. enrolled for another f or under another signing key
+            raise ApiError(409, "model_rejected", f"{exc}; re-enroll this user (replace=true)") from None
+        self._verifiers[user_id] = (info["model_sha256"], verifier)
+        while len(self._verifiers) > self.MAX_CACHED_VERIFIERS:
+            self._verifiers.popitem(last=False)
+        return verifier, False
+
+    def unlock(self, user_id: str, data: bytes) -> dict[str, Any]:
+        """What ``hyperver unlock`` does on a device, on the stored artifact and a photo held in memory."""
+        check_user_id(user_id)
+        t0 = time.perf_counter()
+        with self._pipeline:
+            verifier, cached = self._verifier(user_id)
+            t1 = time.perf_counter()
+            try:
+                image = decode_image(data, "photo", **self.settings.image_limits)
+                face = self.enroller.aligner.align_photo(image, "photo")
+            except HyperVerError as exc:
+                raise from_hyperver(exc) from None
+            t2 = time.perf_counter()
+            res = verifier.check(face.crop)
+            t3 = time.perf_counter()
+        h = verifier.artifact.header
+        return {"user_id": user_id, "decision": "unlock" if res["unlock"] else "deny", **res,
+                "runtime": h["runtime"], "precision": h["precision"], "f_version": h["f_version"],
+                "verifier_cached": cached,
+                "ms": {"load": round(1e3 * (t1 - t0), 2), "align": round(1e3 * (t2 - t1), 2),
+                       "score": round(1e3 * (t3 - t2), 2), "total": round(1e3 * (t3 - t0), 2)}}
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "f_version": self.spec.version, "threshold": self.threshold,

@@ -31,6 +31,11 @@ def enroll(client, user_id, *photos, headers=AUTH, **fields):
     return client.post("/v1/enroll", data={"user_id": user_id, **fields}, files=files, headers=headers)
 
 
+def unlock(client, user_id, photo, headers=AUTH, filename="probe.jpg"):
+    return client.post(f"/v1/users/{user_id}/unlock", files=[("photo", (filename, photo, "image/jpeg"))],
+                       headers=headers)
+
+
 def identify(client, photo, headers=AUTH, **fields):
     return client.post("/v1/identify", data=fields, files=[("photo", ("probe.jpg", photo, "image/jpeg"))],
                        headers=headers)
@@ -94,6 +99,7 @@ def test_every_route_but_health_needs_the_api_key(client, photos):
     for headers in ({}, {"X-API-Key": "wrong"}):
         assert_error(enroll(client, "zico", photos["zico"], headers=headers), 401, "unauthorized")
         assert_error(identify(client, photos["zico"], headers=headers), 401, "unauthorized")
+        assert_error(unlock(client, "zico", photos["zico"], headers=headers), 401, "unauthorized")
         for method, path in (("get", "/v1/users/zico"), ("get", "/v1/users/zico/model"),
                              ("delete", "/v1/users/zico"), ("get", "/v1/signing-key")):
             assert_error(getattr(client, method)(path, headers=headers), 401, "unauthorized")
@@ -193,6 +199,9 @@ def test_openapi_docs_are_served(client):
     spec = client.get("/openapi.json").json()
     body = spec["paths"]["/v1/enroll"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert {"user_id", "photos", "runtime", "precision", "replace"} <= set(body["properties"])
+    body = spec["paths"]["/v1/users/{user_id}/unlock"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert body["schema"]["required"] == ["photo"] and body["schema"]["properties"]["photo"]["format"] == "binary"
+    assert "/" not in spec["paths"]          # the page is not an API route
     assert "X-API-Key" in str(spec["components"]["securitySchemes"])
     assert client.get("/docs").status_code == 200
 
@@ -228,3 +237,97 @@ def test_threshold_comes_from_the_generator_unless_configured(server_files, tmp_
         service = EnrollmentService(cfg, ServerSettings.from_config(cfg, env={"HYPERVER_API_KEY": API_KEY}))
         assert service.threshold == expected
         service.close()
+
+
+# -- POST /v1/users/{id}/unlock: the on-device check on the stored artifact ---------------------------
+def device_check(client, user_id, photo_bytes):
+    """What a device would compute: the downloaded artifact, verified and run by hyperver.device.runtime."""
+    from hyperver.align import Aligner
+    from hyperver.data import load_image
+    from hyperver.device.artifact import open_artifact
+    from hyperver.device.runtime import DeviceVerifier
+    from hyperver.device.signing import TrustedKeys
+
+    service = client.service
+    model = client.get(f"/v1/users/{user_id}/model", headers=AUTH).content
+    key = base64.b64decode(client.get("/v1/signing-key", headers=AUTH).json()["public_key"])
+    verifier = DeviceVerifier(open_artifact(model, TrustedKeys([key]), service.cfg.get_path("device.accepted_f_versions")))
+    face = Aligner.from_config(service.cfg.get_path("align")).align_photo(load_image(photo_bytes))
+    return verifier.check(face.crop)
+
+
+def test_unlock_runs_the_device_check_on_the_stored_artifact(client, photos):
+    assert enroll(client, "zico", photos["zico"], runtime="onnx").status_code == 200
+    assert enroll(client, "al_gore", photos["al_gore"]).status_code == 200
+    for probe in ("zico", "adam_sandler"):
+        r = unlock(client, "zico", photos[probe])
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert set(body) >= {"user_id", "decision", "unlock", "score", "threshold", "runtime", "precision",
+                             "f_version", "ms"}
+        assert (body["user_id"], body["runtime"], body["precision"], body["threshold"]) == ("zico", "onnx", "fp32", 0.0)
+        assert body["f_version"] == client.service.spec.version
+        assert body["decision"] == ("unlock" if body["unlock"] else "deny")
+        assert body["unlock"] is (body["score"] >= body["threshold"])
+        assert body["verifier_cached"] is (probe != "zico")          # loaded once per (user, model)
+        expected = device_check(client, "zico", photos[probe])
+        assert abs(body["score"] - expected["score"]) < 1e-5 and body["unlock"] == expected["unlock"]
+        assert set(body["ms"]) == {"load", "align", "score", "total"}
+    # Two users' models give two different scores for the same probe.
+    other = unlock(client, "al_gore", photos["adam_sandler"]).json()
+    assert other["runtime"] == "tflite" and abs(other["score"] - body["score"]) > 1e-4
+    # Replacing the enrollment drops the cached verifier: the new model scores the probe.
+    assert enroll(client, "zico", photos["adam_sandler"], replace="true").status_code == 200
+    r = unlock(client, "zico", photos["adam_sandler"]).json()
+    assert r["verifier_cached"] is False and r["runtime"] == "tflite"
+    assert abs(r["score"] - device_check(client, "zico", photos["adam_sandler"])["score"]) < 1e-5
+    assert client.delete("/v1/users/zico", headers=AUTH).status_code == 200
+    assert_error(unlock(client, "zico", photos["zico"]), 404, "unknown_user")
+    assert "zico" not in client.service._verifiers
+
+
+def test_unlock_errors(client, photos, bad_images):
+    assert_error(unlock(client, "nobody", photos["zico"]), 404, "unknown_user", "nobody")
+    assert_error(unlock(client, "bad%20id", photos["zico"]), 400, "bad_user_id")
+    assert enroll(client, "zico", photos["zico"]).status_code == 200
+    for name, status, code, text in [("no_face", 422, "no_face", "no face found in photo"),
+                                     ("two_faces", 422, "multiple_faces", "2 faces"),
+                                     ("text", 415, "not_an_image", "not an image"),
+                                     ("truncated", 422, "corrupt_image", "truncated"),
+                                     ("big_file", 413, "image_too_large", "limit 3000000")]:
+        assert_error(unlock(client, "zico", bad_images[name]), status, code, text)
+    assert_error(client.post("/v1/users/zico/unlock", files=[("photos", ("a.jpg", photos["zico"]))], headers=AUTH),
+                 422, "no_photos")
+    two = [("photo", ("a.jpg", photos["zico"])), ("photo", ("b.jpg", photos["zico"]))]
+    assert_error(client.post("/v1/users/zico/unlock", files=two, headers=AUTH), 422, "too_many_photos")
+    assert unlock(client, "zico", photos["zico"]).status_code == 200
+
+
+def test_unlock_refuses_an_artifact_the_device_would_refuse(client, photos):
+    """A stored model signed by another key (e.g. after a key change) fails like on a device: re-enroll."""
+    from hyperver.device.signing import Signer, TrustedKeys
+
+    assert enroll(client, "zico", photos["zico"]).status_code == 200
+    service = client.service
+    own = service.trusted
+    service.trusted = TrustedKeys([Signer.generate().public_raw])
+    assert_error(unlock(client, "zico", photos["zico"]), 409, "model_rejected", "signature does not verify")
+    service.trusted, service.accepted_f_versions = own, ["f-other"]
+    assert_error(unlock(client, "zico", photos["zico"]), 409, "model_rejected", "was built for f")
+    service.accepted_f_versions = [service.spec.version]
+    assert unlock(client, "zico", photos["zico"]).status_code == 200
+
+
+def test_the_page_is_served_without_a_key(client):
+    r = client.get("/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    html = r.text
+    for element in ("api-key", "enroll-user", "enroll-photo", "enroll-replace", "enroll-submit", "enroll-result",
+                    "unlock-user", "unlock-photo", "unlock-submit", "unlock-verdict", "unlock-score"):
+        assert f'id="{element}"' in html, element
+    assert "http://" not in html and "https://" not in html        # nothing from elsewhere (offline)
+    js = client.get("/static/app.js")
+    assert js.status_code == 200 and "/v1/users/" in js.text and "getUserMedia" in js.text
+    assert client.get("/static/style.css").status_code == 200
+    assert_error(client.get("/static/nothing.js"), 404, "not_found")
