@@ -46,7 +46,8 @@ def import_pack(cfg: Config, dataset: str, embedder: str, pack_dir: str | Path, 
     path = pack_path(pack_dir, cache)
     if not path.exists():
         raise FileNotFoundError(f"no feature pack for this aligner/embedder: {path}")
-    pack = np.load(path, allow_pickle=False)
+    with np.load(path, allow_pickle=False) as npz:   # read each array once: NpzFile decompresses on every access
+        pack = {k: npz[k] for k in npz.files}
     index = {k: i for i, k in enumerate(pack["keys"].tolist())}
     records = open_dataset(cfg, dataset).records()
     keys = cache.keys_for(records)
