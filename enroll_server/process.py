@@ -20,12 +20,12 @@ class ServerProcess:
     """``python -m enroll_server`` (= ``hyperver serve``) with ``--set`` overrides and extra environment."""
 
     def __init__(self, overrides: list[str], env: Mapping[str, str], log_path: str | Path,
-                 cwd: str | Path | None = None, ready_timeout: float = 120):
+                 cwd: str | Path | None = None, ready_timeout: float = 120, config: str | Path | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.api_key = env.get("HYPERVER_API_KEY", "")
         cmd = [sys.executable, "-m", "enroll_server", "--host", "127.0.0.1", "--port", str(self.port),
-               "--log-level", "warning"]
+               "--log-level", "warning"] + (["--config", str(config)] if config else [])
         for o in overrides:
             cmd += ["--set", o]
         self.log_path = Path(log_path)

@@ -49,25 +49,23 @@ def lut_measure(cfg: Config, backend: str, threads: int, name: str | None = None
     lut = LatencyLUT(geom, LatencyLUT.read_text(lut_path) if lut_path.exists() else None)
     p = cfg.get_path("search.lut")
     measure_lut(geom, backend, threads, int(p["warmup"]), int(p["repeats"]), existing=lut,
-                on_entry=lambda key, entry: lut.save_text(lut_path))
+                on_entry=lambda key, entry: lut.save_text(lut_path), rounds=int(p["rounds"]))
     lut.save_text(lut_path)
     profile = DeviceProfile(name, backend, threads, lut_path.name, net.input_size, net.width_mult, net.embed_dim)
     profile.save(out / f"{name}.json")
     return lut_calibrate(cfg, str(out / f"{name}.json"), weights=weights)
 
 
-def _measure_subnets(net, archs, runtime: str, threads: int, warmup: int, repeats: int, desc: str) -> np.ndarray:
-    from tqdm import tqdm
-
-    from supernet.nas.measure import measure_network
+def _measure_subnets(net, archs, runtime: str, threads: int, warmup: int, repeats: int, desc: str,
+                     rounds: int = 1) -> np.ndarray:
+    """Whole-subnet latencies (ms), all subnets timed interleaved over ``rounds`` rounds."""
+    from supernet.nas.measure import measure_networks
     from supernet.static import build_static
 
-    out = []
-    for arch in tqdm(archs, desc=desc):
-        static = build_static({"arch": arch, "width_mult": net.width_mult, "input_size": net.input_size,
-                               "embed_dim": net.embed_dim}).eval()
-        out.append(measure_network(static, net.input_size, runtime, threads, warmup, repeats).mean)
-    return np.array(out)
+    nets = [build_static({"arch": arch, "width_mult": net.width_mult, "input_size": net.input_size,
+                          "embed_dim": net.embed_dim}).eval() for arch in archs]
+    entries = measure_networks(nets, net.input_size, runtime, threads, warmup, repeats, rounds, progress=True, desc=desc)
+    return np.array([e.mean for e in entries])
 
 
 def lut_calibrate(cfg: Config, device: str, n: int | None = None, weights: str | None = None) -> DeviceProfile:
@@ -92,7 +90,7 @@ def lut_calibrate(cfg: Config, device: str, n: int | None = None, weights: str |
     raw = prof.lut(net.space, calibrated=False)
     sums = np.array([raw.block_sum(a) for a in archs])
     measured = _measure_subnets(net, archs, prof.runtime, prof.threads, int(p["warmup"]), int(p["repeats"]),
-                                f"calibrate {prof.name}")
+                                f"calibrate {prof.name}", int(p["rounds"]))
     cal = {**fit_calibration(sums, measured), "seed": seed,
            "block_sum_ms": sums.round(4).tolist(), "measured_ms": measured.round(4).tolist()}
     prof = replace(prof, calibration=cal, lut_file=Path(prof.lut_file).name)
@@ -147,7 +145,7 @@ def lut_check(cfg: Config, devices: Sequence[str], n: int | None = None, weights
         if prof.calibration and int(prof.calibration.get("seed", -1)) == seed:
             raise ConfigError(f"{prof.name} was calibrated on seed {seed}: check on other subnets (another seed)")
         meas_a = _measure_subnets(net, archs, prof.runtime, prof.threads, int(p["warmup"]), int(p["repeats"]),
-                                  f"fidelity {prof.name}")
+                                  f"fidelity {prof.name}", int(p["rounds"]))
         pred_a = np.array([lut.predict(a) for a in archs])
         sum_a = np.array([raw.predict(a) for a in archs])
         backends[prof.runtime] = {"device": prof.name, "threads": prof.threads, "n": n,
@@ -321,8 +319,10 @@ def budget_for(cfg: Config, lut: LatencyLUT, budget_ms: float | None, budget_rel
 def run_search(cfg: Config, device: str, budget_ms: float | None = None, budget_rel: float | None = None,
                reference: str | None = None, max_params: int | None = None, weights: str | None = None,
                out_dir: str = "results/search", methods: Sequence[str] = ("nac_quickselect", "mlp_sort", "random"),
-               export: bool = True, progress: bool = True) -> list[dict[str, Any]]:
-    """Search one device/budget with each method; export the NAC+QuickSelect winner as the descriptor."""
+               export: bool = True, progress: bool = True, calibration_sources: Sequence[str] = ("lfw_train", "celeba"),
+               calibration_limit: int | None = None) -> list[dict[str, Any]]:
+    """Search one device/budget with each method; export each winner (BN recalibrated on the first
+    ``calibration_limit`` images of each calibration source) as a descriptor."""
     from supernet.nas.search import EvolutionConfig, evolution_search, random_search, sort_evolution_search
     from supernet.space import arch_id, save_arch
 
@@ -359,7 +359,8 @@ def run_search(cfg: Config, device: str, budget_ms: float | None = None, budget_
         from .descriptor.data import load_face_tensors
         from .descriptor.report import export_subnet
 
-        calib = load_face_tensors(cfg, ["lfw_train", "celeba"], cfg.get_path("supernet.teacher"))
+        calib = load_face_tensors(cfg, list(calibration_sources), cfg.get_path("supernet.teacher"),
+                                  limit_per_source=calibration_limit)
         for r in results:
             exp = export_subnet(net, r["arch"], out, calib, name=f"{prof.name}_{budget.latency_ms:.2f}ms_{r['method']}",
                                 bn_images=int(cfg.get_path("supernet.bn_images")))
@@ -404,7 +405,9 @@ def search_report(cfg: Config, devices: Sequence[str], budgets_rel: Sequence[flo
             for r in run_search(cfg, device, budget_rel=rel, weights=weights, progress=False):
                 sub = load_subnet(r["files"]["safetensors"])
                 test = eval_subnet_on_test_folds(cfg, Path(r["files"]["safetensors"]).stem, Path(r["files"]["safetensors"]))
-                lat = measure_network(sub, sub.net_config["input_size"], prof.runtime, prof.threads).mean
+                p = cfg.get_path("search.lut")
+                lat = measure_network(sub, sub.net_config["input_size"], prof.runtime, prof.threads, int(p["warmup"]),
+                                      int(p["repeats"]), int(p["rounds"])).mean
                 runs.append({**{k: r[k] for k in ("method", "backend", "device", "budget_ms", "predicted_latency_ms",
                                                   "params", "search_s", "comparator_calls", "arch_id")},
                              "budget_rel": rel, "latency_ms": lat, "accuracy": test["accuracy"],

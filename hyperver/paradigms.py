@@ -82,10 +82,11 @@ def cosine_scorer(embeddings: np.ndarray) -> Callable[[np.ndarray, np.ndarray], 
     return lambda gallery, probes: emb[probes] @ emb[gallery].T
 
 
-def _validation_cosine_threshold(cfg: Config, cache, far: float) -> float:
-    """Cosine threshold at ``far`` on random impostor pairs of LFW set 5 (same draw as the verifier's)."""
+def validation_cosine_threshold(cfg: Config, cache, far: float, limit_images: int | None = None) -> float:
+    """Cosine threshold at ``far`` on random impostor pairs of LFW set 5 (same draw as the verifier's);
+    ``limit_images`` keeps only the first N set-5 images (smoke tests)."""
     split = LFWSplit(open_dataset(cfg, "lfw"))
-    records = split.records("val")
+    records = split.records("val")[:limit_images]
     emb = cache.embeddings(records, workers=1)
     rng = np.random.default_rng(0)
     ids = np.array([r.identity for r in records])
@@ -223,7 +224,7 @@ def run_comparison(cfg: Config, descriptor: str | None = None, generator: str | 
     verification = {k: kfold_verification(s, same, fold, far) for k, s in scores.items()}
     thresholds = {"per_user": float(meta["threshold"]) if "threshold" in meta
                   else float(validation_threshold(cfg, gen, server_backbone, far)),
-                  "embedding": _validation_cosine_threshold(cfg, d_cache, far)}
+                  "embedding": validation_cosine_threshold(cfg, d_cache, far)}
 
     # -- identification: the same draws for both paradigms -----------------------------------------
     ident_idx = np.array([index[r.path] for r in ident_records])

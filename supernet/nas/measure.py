@@ -1,8 +1,9 @@
 """Measuring latency LUTs and whole networks on a runtime (tflite | onnxruntime | torch).
 
 Each distinct block becomes a small standalone model with random weights, exported to the
-runtime and timed (warm-up, then repeats; mean/std/count in ms). Whole subnets are timed the
-same way for the LUT fidelity check.
+runtime and timed (warm-up, then repeats, in interleaved rounds; the LUT's "mean" column holds
+the best round's median, std the spread of round medians, in ms). Whole subnets are timed the
+same way for calibration and the LUT fidelity check.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -57,27 +58,18 @@ def _init(module: nn.Module) -> nn.Module:
     return module.eval()
 
 
-# -- runtimes ---------------------------------------------------------------------------------------
-def _timed(fn: Callable[[], object], warmup: int, repeats: int) -> LUTEntry:
-    for _ in range(warmup):
-        fn()
-    times = np.empty(repeats)
-    for i in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times[i] = (time.perf_counter() - t) * 1000
-    # The median is robust to scheduler hiccups; std describes the spread.
-    return LUTEntry(repeats, float(np.median(times)), float(times.std()))
-
-
-def _torch_runner(module: nn.Module, shape, threads: int, warmup: int, repeats: int, workdir: Path) -> LUTEntry:
+# -- runtimes: each prepares a model once and returns a zero-argument call to time ---------------------
+def _torch_runner(module: nn.Module, shape, threads: int, workdir: Path) -> Callable[[], object]:
     torch.set_num_threads(threads)
     x = torch.randn(shape)
-    with torch.no_grad():
-        return _timed(lambda: module(x), warmup, repeats)
+
+    def call():
+        with torch.no_grad():
+            return module(x)
+    return call
 
 
-def _onnx_runner(module: nn.Module, shape, threads: int, warmup: int, repeats: int, workdir: Path) -> LUTEntry:
+def _onnx_runner(module: nn.Module, shape, threads: int, workdir: Path) -> Callable[[], object]:
     import onnxruntime as ort
 
     path = workdir / "m.onnx"
@@ -85,12 +77,14 @@ def _onnx_runner(module: nn.Module, shape, threads: int, warmup: int, repeats: i
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    # Many sessions live side by side during interleaved timing: idle ones must not spin.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    return _timed(lambda: sess.run(None, {"input": x}), warmup, repeats)
+    return lambda: sess.run(None, {"input": x})
 
 
-def _tflite_runner(module: nn.Module, shape, threads: int, warmup: int, repeats: int, workdir: Path) -> LUTEntry:
+def _tflite_runner(module: nn.Module, shape, threads: int, workdir: Path) -> Callable[[], object]:
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
@@ -101,13 +95,37 @@ def _tflite_runner(module: nn.Module, shape, threads: int, warmup: int, repeats:
         model = to_keras(module)
     else:
         model = _keras_block(_KerasBuilder(), module, shape)
-    path = workdir / "m.tflite"
-    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
-    interp = Interpreter(model_path=str(path), num_threads=threads)
+    interp = Interpreter(model_content=tf.lite.TFLiteConverter.from_keras_model(model).convert(), num_threads=threads)
     interp.allocate_tensors()
     inp = interp.get_input_details()[0]
     interp.set_tensor(inp["index"], np.random.default_rng(0).standard_normal(inp["shape"]).astype(np.float32))
-    return _timed(interp.invoke, warmup, repeats)
+    return interp.invoke
+
+
+def time_interleaved(calls: Sequence[Callable[[], object]], warmup: int, repeats: int, rounds: int = 1,
+                     seed: int = 0) -> list[LUTEntry]:
+    """Time several prepared models in ``rounds`` rounds, each model once per round in a shuffled order.
+
+    Each round gives a model the median of ``repeats`` calls (after ``warmup``); its entry is the
+    lowest round median. Why: on a shared machine, slow phases (another job, frequency changes)
+    last longer than one model's timing window, so timing models one after another turns them
+    into rank noise between models; interleaving spreads them over all models and the best round
+    estimates the uncontended latency. ``std`` is the spread of the round medians.
+    """
+    rng = np.random.default_rng(seed)
+    medians = np.empty((len(calls), max(1, rounds)))
+    for r in range(medians.shape[1]):
+        for i in rng.permutation(len(calls)):
+            fn = calls[i]
+            for _ in range(warmup):
+                fn()
+            times = np.empty(repeats)
+            for k in range(repeats):
+                t = time.perf_counter()
+                fn()
+                times[k] = (time.perf_counter() - t) * 1000
+            medians[i, r] = np.median(times)
+    return [LUTEntry(repeats * medians.shape[1], float(m.min()), float(m.std())) for m in medians]
 
 
 def _keras_block(builder, module: nn.Module, shape):
@@ -134,32 +152,60 @@ def _keras_block(builder, module: nn.Module, shape):
 RUNNERS = {"torch": _torch_runner, "onnxruntime": _onnx_runner, "tflite": _tflite_runner}
 
 
-def measure_module(module: nn.Module, shape, backend: str, threads: int = 1, warmup: int = 10,
-                   repeats: int = 50) -> LUTEntry:
+def prepare_module(module: nn.Module, shape, backend: str, threads: int, workdir: Path) -> Callable[[], object]:
     if backend not in RUNNERS:
         raise ValueError(f"unknown backend {backend!r}; use one of {sorted(RUNNERS)}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    return RUNNERS[backend](module.eval(), shape, threads, workdir)
+
+
+def measure_modules(modules: Sequence[tuple[nn.Module, tuple[int, ...]]], backend: str, threads: int = 1,
+                    warmup: int = 10, repeats: int = 50, rounds: int = 1, progress: bool = False,
+                    desc: str = "prepare") -> list[LUTEntry]:
+    """(module, input shape) pairs -> one entry each, timed interleaved (see ``time_interleaved``)."""
+    from tqdm import tqdm
+
     with tempfile.TemporaryDirectory() as tmp:
-        return RUNNERS[backend](module.eval(), shape, threads, warmup, repeats, Path(tmp))
+        calls = [prepare_module(m, shape, backend, threads, Path(tmp) / str(i))
+                 for i, (m, shape) in enumerate(tqdm(modules, desc=desc, disable=not progress))]
+        return time_interleaved(calls, warmup, repeats, rounds)
+
+
+def measure_module(module: nn.Module, shape, backend: str, threads: int = 1, warmup: int = 10,
+                   repeats: int = 50, rounds: int = 1) -> LUTEntry:
+    return measure_modules([(module, shape)], backend, threads, warmup, repeats, rounds)[0]
 
 
 def measure_lut(geometry: NetworkGeometry, backend: str, threads: int = 1, warmup: int = 10, repeats: int = 50,
                 existing: LatencyLUT | None = None, progress: bool = True,
-                on_entry: Callable[[str, LUTEntry], None] | None = None) -> LatencyLUT:
-    """Time every distinct block of the space (resumable: keys already in ``existing`` are kept)."""
+                on_entry: Callable[[str, LUTEntry], None] | None = None, rounds: int = 1,
+                chunk: int = 32) -> LatencyLUT:
+    """Time every distinct block of the space, ``chunk`` blocks interleaved at a time (resumable:
+    keys already in ``existing`` are kept; ``on_entry`` runs after each chunk)."""
     from tqdm import tqdm
 
     lut = existing or LatencyLUT(geometry)
     todo = [b for b in geometry.all_blocks() if b.key not in lut.entries]
-    for b in tqdm(todo, desc=f"LUT {backend} x{threads}", disable=not progress):
-        entry = measure_module(_init(block_module(b)), block_input_shape(b), backend, threads, warmup, repeats)
-        lut.entries[b.key] = entry
-        if on_entry:
-            on_entry(b.key, entry)
+    bar = tqdm(total=len(todo), desc=f"LUT {backend} x{threads}", disable=not progress)
+    for c in range(0, len(todo), chunk):
+        blocks = todo[c:c + chunk]
+        entries = measure_modules([(_init(block_module(b)), block_input_shape(b)) for b in blocks], backend,
+                                  threads, warmup, repeats, rounds)
+        for b, entry in zip(blocks, entries):
+            lut.entries[b.key] = entry
+            if on_entry:
+                on_entry(b.key, entry)
+        bar.update(len(blocks))
+    bar.close()
     return lut
 
 
+def measure_networks(nets: Sequence[nn.Module], input_size: int, backend: str, threads: int = 1, warmup: int = 10,
+                     repeats: int = 50, rounds: int = 1, progress: bool = False, desc: str = "prepare") -> list[LUTEntry]:
+    shape = (1, 3, input_size, input_size)
+    return measure_modules([(n, shape) for n in nets], backend, threads, warmup, repeats, rounds, progress, desc)
+
+
 def measure_network(net: nn.Module, input_size: int, backend: str, threads: int = 1, warmup: int = 10,
-                    repeats: int = 50) -> LUTEntry:
-    return measure_module(net, (1, 3, input_size, input_size), backend, threads, warmup, repeats)
-
-
+                    repeats: int = 50, rounds: int = 1) -> LUTEntry:
+    return measure_networks([net], input_size, backend, threads, warmup, repeats, rounds)[0]

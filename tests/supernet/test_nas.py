@@ -153,3 +153,40 @@ def test_accuracy_dataset_is_resumable_and_deterministic(tmp_path):
     assert len(read_dataset(path)) == 8
     tr, te = split_rows(rows, 0.25)
     assert len(tr) == 6 and len(te) == 2 and not ({r["index"] for r in tr} & {r["index"] for r in te})
+
+
+def test_interleaved_timing_orders_models_and_ignores_a_slow_phase():
+    """A slow phase that hits one model's whole timing window must not reorder the models."""
+    import time
+
+    from supernet.nas.measure import time_interleaved
+
+    calls_made = {"n": 0}
+
+    def model(ms):
+        def call():
+            calls_made["n"] += 1
+            # every call in calls 40..80 (one model's window in some round) is 10x slower
+            slow = 40 <= calls_made["n"] < 80
+            t = time.perf_counter() + ms * (10 if slow else 1) / 1000
+            while time.perf_counter() < t:
+                pass
+        return call
+
+    entries = time_interleaved([model(0.4), model(0.8), model(1.6)], warmup=1, repeats=8, rounds=3)
+    means = [e.mean for e in entries]
+    assert means == sorted(means)
+    assert means[0] == pytest.approx(0.4, rel=0.5) and means[2] == pytest.approx(1.6, rel=0.5)
+    assert all(e.count == 24 for e in entries)
+
+
+def test_measure_modules_times_each_prepared_model():
+    from torch import nn
+
+    from supernet.nas.measure import measure_modules
+
+    small, big = nn.Conv2d(3, 4, 1), nn.Sequential(*[nn.Conv2d(32, 32, 3, padding=1) for _ in range(4)])
+    small_e, big_e = measure_modules([(small, (1, 3, 32, 32)), (big, (1, 32, 32, 32))], "torch", 1, 2, 5, rounds=2)
+    assert 0 < small_e.mean < big_e.mean and small_e.count == big_e.count == 10
+    with pytest.raises(ValueError, match="unknown backend"):
+        measure_modules([(small, (1, 3, 8, 8))], "tpu")
