@@ -15,10 +15,10 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[test]"
 	touch $@
 
-# The main job. For now: the dlib teacher on LFW View 2 (all 10 folds, it saw no LFW image,
-# and the test folds 6-10), written to results/teacher_dlib_lfw.json.
+# The main job: LUT -> descriptor search -> enrollment server -> HTTP enrollment -> device unlock
+# checks -> identification both ways (enroll_server/demo.py), report in results/demo.json.
 demo: setup
-	$(BIN)/hyperver eval --model dlib --protocol lfw --folds 1-10 6-10 --out results/teacher_dlib_lfw.json
+	$(BIN)/hyperver demo
 
 test: setup
 	$(BIN)/python -m pytest -q

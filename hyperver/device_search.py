@@ -91,7 +91,8 @@ def lut_calibrate(cfg: Config, device: str, n: int | None = None, weights: str |
     sums = np.array([raw.block_sum(a) for a in archs])
     measured = _measure_subnets(net, archs, prof.runtime, prof.threads, int(p["warmup"]), int(p["repeats"]),
                                 f"calibrate {prof.name}", int(p["rounds"]))
-    cal = {**fit_calibration(sums, measured), "seed": seed,
+    mparams = np.array([raw.geometry.params(a) / 1e6 for a in archs])
+    cal = {**fit_calibration(sums, measured, mparams), "seed": seed,
            "block_sum_ms": sums.round(4).tolist(), "measured_ms": measured.round(4).tolist()}
     prof = replace(prof, calibration=cal, lut_file=Path(prof.lut_file).name)
     prof.save(path)
@@ -151,7 +152,8 @@ def lut_check(cfg: Config, devices: Sequence[str], n: int | None = None, weights
         backends[prof.runtime] = {"device": prof.name, "threads": prof.threads, "n": n,
                                   "spearman": float(spearmanr(pred_a, meas_a).statistic),
                                   "mape": float(np.mean(np.abs(pred_a - meas_a) / meas_a)),
-                                  "calibration": {k: prof.calibration[k] for k in ("scale", "offset", "n_subnets")}
+                                  "calibration": {k: prof.calibration.get(k) for k in ("scale", "offset", "per_mparam", "terms",
+                                                                                     "loo_mape", "n_subnets")}
                                   if prof.calibration else None,
                                   "mape_uncalibrated_block_sum": float(np.mean(np.abs(sum_a - meas_a) / meas_a)),
                                   "predicted_ms": pred_a.round(4).tolist(), "block_sum_ms": sum_a.round(4).tolist(),
@@ -302,8 +304,20 @@ def evaluate_predictors(cfg: Config, out: str = "results/comparator.json", path:
 
 
 # -- search -------------------------------------------------------------------------------------------
+def guard_margin(cfg: Config, calibration: Mapping[str, Any] | None) -> float:
+    """``search.budget_margin``: a fraction, or ``auto`` = the profile's leave-one-out calibration
+    MAPE (each runtime gets the guard band its own LUT error calls for; 3 % without one)."""
+    margin = cfg.get_path("search.budget_margin")
+    if margin != "auto":
+        return float(margin)
+    loo = (calibration or {}).get("loo_mape") or {}
+    terms = (calibration or {}).get("terms", "block_sum")
+    return float(loo.get(terms, 0.03)) if loo.get(terms) == loo.get(terms) else 0.03   # NaN -> default
+
+
 def budget_for(cfg: Config, lut: LatencyLUT, budget_ms: float | None, budget_rel: float | None,
-               reference: str | None, max_params: int | None, space: SearchSpace):
+               reference: str | None, max_params: int | None, space: SearchSpace,
+               calibration: Mapping[str, Any] | None = None):
     from supernet.nas.search import Budget
     from supernet.space import load_arch
 
@@ -313,7 +327,7 @@ def budget_for(cfg: Config, lut: LatencyLUT, budget_ms: float | None, budget_rel
         ref = space.largest() if reference in (None, "largest") else load_arch(reference, space)
         budget_ms = budget_rel * lut.predict(ref)
     return Budget(float(budget_ms), lut.predict, max_params, lut.geometry.params,
-                  margin=float(cfg.get_path("search.budget_margin")))
+                  margin=guard_margin(cfg, calibration))
 
 
 def run_search(cfg: Config, device: str, budget_ms: float | None = None, budget_rel: float | None = None,
@@ -329,7 +343,7 @@ def run_search(cfg: Config, device: str, budget_ms: float | None = None, budget_
     net = _supernet(cfg, weights)
     prof = load_profile(cfg, device)
     lut = prof.lut(net.space)
-    budget = budget_for(cfg, lut, budget_ms, budget_rel, reference, max_params, net.space)
+    budget = budget_for(cfg, lut, budget_ms, budget_rel, reference, max_params, net.space, prof.calibration)
     rows = read_dataset(cfg.get_path("search.dataset.path"))
     if len(rows) < 20:
         raise ConfigError("build the accuracy dataset first: hyperver search build-dataset")
@@ -347,6 +361,7 @@ def run_search(cfg: Config, device: str, budget_ms: float | None = None, budget_
         else:
             raise ConfigError(f"unknown search method {method!r}")
         results.append({"method": method, "backend": prof.runtime, "device": prof.name, "budget_ms": budget.latency_ms,
+                        "guard_margin": budget.margin,
                         "predicted_latency_ms": lut.predict(res.best), "params": lut.geometry.params(res.best),
                         "search_s": res.seconds, "comparator_calls": res.comparator_calls, "arch": res.best,
                         "arch_id": arch_id(res.best), "history": res.history[-1:] if res.history else []})
@@ -375,7 +390,7 @@ def calls_vs_population(cfg: Config, device: str, budget_rel: float = 0.6, gener
 
     net = _supernet(cfg, weights)
     lut = load_profile(cfg, device).lut(net.space)
-    budget = budget_for(cfg, lut, None, budget_rel, None, None, net.space)
+    budget = budget_for(cfg, lut, None, budget_rel, None, None, net.space, prof.calibration)
     rows = read_dataset(cfg.get_path("search.dataset.path"))
     train, _ = split_rows(rows, float(cfg.get_path("search.dataset.holdout")), int(cfg.get_path("search.dataset.seed")))
     nac, _ = fit_predictors(cfg, train, net.space)
@@ -408,7 +423,8 @@ def search_report(cfg: Config, devices: Sequence[str], budgets_rel: Sequence[flo
                 p = cfg.get_path("search.lut")
                 lat = measure_network(sub, sub.net_config["input_size"], prof.runtime, prof.threads, int(p["warmup"]),
                                       int(p["repeats"]), int(p["rounds"])).mean
-                runs.append({**{k: r[k] for k in ("method", "backend", "device", "budget_ms", "predicted_latency_ms",
+                runs.append({**{k: r[k] for k in ("method", "backend", "device", "budget_ms", "guard_margin",
+                                                  "predicted_latency_ms",
                                                   "params", "search_s", "comparator_calls", "arch_id")},
                              "budget_rel": rel, "latency_ms": lat, "accuracy": test["accuracy"],
                              "val_at_far_1e3": test["val_at_far_1e3"], "within_budget": bool(lat <= r["budget_ms"]),

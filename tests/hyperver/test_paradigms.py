@@ -100,3 +100,15 @@ def test_compare_end_to_end_on_a_few_test_pairs(cfg, tiny_descriptor, tmp_path, 
         assert Path(png).stat().st_size > 10_000
     report = Path(res["report_md"]).read_text()
     assert "| TAR @ FAR=1e-3 |" in report and "| 4 |" in report
+
+
+def test_guard_margin_follows_the_profile_calibration_error():
+    from hyperver.config import load_config
+    from hyperver.device_search import guard_margin
+
+    auto = load_config(env={})
+    cal = {"terms": "block_sum+params", "loo_mape": {"block_sum": 0.13, "block_sum+params": 0.11}}
+    assert guard_margin(auto, cal) == pytest.approx(0.11)
+    assert guard_margin(auto, None) == 0.03 and guard_margin(auto, {"terms": "block_sum", "loo_mape": {}}) == 0.03
+    fixed = load_config(overrides=["search.budget_margin=0.05"], env={})
+    assert guard_margin(fixed, cal) == 0.05

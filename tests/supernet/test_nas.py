@@ -190,3 +190,24 @@ def test_measure_modules_times_each_prepared_model():
     assert 0 < small_e.mean < big_e.mean and small_e.count == big_e.count == 10
     with pytest.raises(ValueError, match="unknown backend"):
         measure_modules([(small, (1, 3, 8, 8))], "tpu")
+
+
+def test_calibration_keeps_the_parameter_term_only_when_it_predicts_held_out_subnets_better(tmp_path):
+    lut = synthetic_lut()
+    rng = np.random.default_rng(3)
+    archs = [S.sample(rng) for _ in range(12)] + [S.smallest(), S.largest()]
+    sums = np.array([lut.block_sum(a) for a in archs])
+    mparams = np.array([lut.geometry.params(a) / 1e6 for a in archs])
+    # A device whose whole networks also pay for streaming their weights.
+    cal = fit_calibration(sums, 1.2 * sums + 0.08 * mparams + 0.05, mparams)
+    assert cal["terms"] == "block_sum+params"
+    assert (cal["scale"], cal["per_mparam"], cal["offset"]) == pytest.approx((1.2, 0.08, 0.05), rel=1e-6)
+    lut.save_text(tmp_path / "lut.txt")
+    prof = DeviceProfile("box", "onnxruntime", 1, "lut.txt", 64, 1.0, calibration=cal).save(tmp_path / "box.json")
+    arch = S.sample(rng)
+    expected = 1.2 * lut.block_sum(arch) + 0.08 * lut.geometry.params(arch) / 1e6 + 0.05
+    assert DeviceProfile.load(prof).lut(S).predict(arch) == pytest.approx(expected, rel=1e-5)
+    # Without a memory effect the simpler model is kept.
+    plain = fit_calibration(sums, 1.3 * sums + 0.2, mparams)
+    assert plain["terms"] == "block_sum" and plain["per_mparam"] == 0.0
+    assert plain["scale"] == pytest.approx(1.3)
