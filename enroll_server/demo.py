@@ -30,10 +30,16 @@ from typing import Any, Callable
 
 import numpy as np
 
+from hyperver.errors import HyperVerError
+
 STEPS = 7
 REPORTS = {"paradigm comparison": "results/paradigms.md", "per-user verifiers": "results/hypernet_lfw.json",
            "device search": "results/search.json", "SuperNet subnets": "results/supernet_subnets_lfw.json",
            "LUT fidelity": "results/lut_fidelity.json", "server load": "results/server_load.json"}
+
+
+class DemoError(HyperVerError):
+    """A demo step failed for a reason outside the user's input (e.g. the server did not start)."""
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -149,8 +155,8 @@ def run(args: argparse.Namespace) -> int:
         progress(f"device profile {profile.name}: {profile.runtime}, {profile.threads} thread(s), shipped LUT")
 
     # 2. the device's descriptor ---------------------------------------------------------------------
-    print(f"[{progress.step + 1}/{STEPS}] searching the descriptor: NAC + QuickSelect under {budget_rel:.0%} of the "
-          f"largest subnet's latency, {dc['generations']} generations", flush=True)
+    progress(f"searching the descriptor: NAC + QuickSelect under {budget_rel:.0%} of the largest subnet's latency, "
+             f"{dc['generations']} generations")
     scfg = load_config(args.config, list(args.overrides) + [f"search.evolution.generations={int(dc['generations'])}"])
     with contextlib.redirect_stdout(io.StringIO()):   # the TFLite converter prints its whole signature
         found = run_search(scfg, device, budget_rel=budget_rel, methods=("nac_quickselect",),
@@ -158,7 +164,6 @@ def run(args: argparse.Namespace) -> int:
                            calibration_limit=int(dc["bn_images"]))[0]
     d_tflite = found["files"]["tflite"]
     d_ms = tflite_latency(d_tflite, 1, 5, 30)["median_ms"]
-    progress.step += 1
     print(f"      found {found['arch_id']}: {found['params'] / 1e6:.2f} M params, LUT {found['predicted_latency_ms']:.2f} ms "
           f"(budget {found['budget_ms']:.2f} ms), measured {d_ms:.2f} ms, search {found['search_s']:.1f} s, "
           f"{found['comparator_calls']:,} comparator calls", flush=True)
@@ -169,7 +174,10 @@ def run(args: argparse.Namespace) -> int:
     api_key = secrets.token_urlsafe(16)
     overrides = [f"server.state_dir={state}", f"artifacts.signing_key={Signer.generate().private_b64()}",
                  *args.overrides]
-    server = ServerProcess(overrides, {"HYPERVER_API_KEY": api_key}, work / "server.log", config=args.config)
+    try:
+        server = ServerProcess(overrides, {"HYPERVER_API_KEY": api_key}, work / "server.log", config=args.config)
+    except RuntimeError as exc:
+        raise DemoError(f"the enrollment server did not start ({work / 'server.log'}): {exc}") from None
     try:
         with server.client() as http:
             health = http.get("/healthz").json()
@@ -186,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
                 r = http.post("/v1/enroll", data={"user_id": user, "runtime": "tflite", "replace": "true"},
                               files=[("photos", (photo.name, photo.read_bytes(), "image/jpeg"))])
                 if r.status_code != 200:
-                    raise RuntimeError(f"enrollment of {user} failed: HTTP {r.status_code} {r.text}")
+                    raise DemoError(f"enrollment of {user} failed: HTTP {r.status_code} {r.text}")
                 enroll_ms.append(1e3 * (time.perf_counter() - t))
                 body = r.json()
                 models[user] = base64.b64decode(body["model_b64"])

@@ -189,6 +189,8 @@ def _conf_lut(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", nargs="+", default=None, help="check: device profiles to check")
     p.add_argument("--n", type=int, default=None, help="check/calibrate: number of subnets (default from search.*)")
     p.add_argument("--weights", default=None, help="SuperNet weights (default search.supernet_weights)")
+    p.add_argument("--refit", action="store_true",
+                   help="calibrate: refit the profile's stored whole-subnet timings (no new timing)")
     p.add_argument("--out", default="results/lut_fidelity.json")
 
 
@@ -201,7 +203,7 @@ def _run_lut(args: argparse.Namespace) -> int:
         print(json.dumps(prof.__dict__))
     elif args.action == "calibrate":
         for device in args.devices or [args.name or "this_cpu_tflite_t1"]:
-            print(json.dumps(ds.lut_calibrate(cfg, device, args.n, args.weights).calibration))
+            print(json.dumps(ds.lut_calibrate(cfg, device, args.n, args.weights, refit=args.refit).calibration))
     elif args.action == "import":
         if not args.file or not args.name:
             raise ConfigError("lut import needs a LUT file and --name")

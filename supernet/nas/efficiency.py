@@ -257,20 +257,23 @@ def fit_calibration(block_sums: Sequence[float], measured: Sequence[float],
     if mparams is not None and len(x) >= 5:
         candidates["block_sum+params"] = np.stack([x, np.asarray(mparams, dtype=np.float64), one], 1)
 
-    def loo_mape(design: np.ndarray) -> float:
+    def loo_ratios(design: np.ndarray) -> np.ndarray:
+        """measured / predicted for each subnet, predicted by a fit on the others."""
         cols = [j for j in range(design.shape[1]) if design[:, j].any()]
-        errs = []
+        out = []
         for i in range(len(y)):
             keep = np.arange(len(y)) != i
             coef = _fit_relative(design[keep][:, cols], y[keep])
-            errs.append(abs(design[i, cols] @ coef - y[i]) / y[i])
-        return float(np.mean(errs))
+            out.append(y[i] / max(float(design[i, cols] @ coef), 1e-9))
+        return np.array(out)
 
-    loo = {name: loo_mape(d) for name, d in candidates.items()} if len(x) >= 3 else {"block_sum": float("nan")}
+    ratios = {name: loo_ratios(d) for name, d in candidates.items()} if len(x) >= 3 else {}
+    loo = {name: float(np.mean(np.abs(1.0 - 1.0 / r))) for name, r in ratios.items()} or {"block_sum": float("nan")}
     # the simpler model wins ties (to 0.01 % MAPE)
     terms = min(loo, key=lambda k: (round(float(np.nan_to_num(loo[k], nan=0.0)), 4), k != "block_sum"))
     design = candidates[terms]
     cols = [j for j in range(3) if design[:, j].any()]
     coef = dict(zip(cols, _fit_relative(design[:, cols], y)))
     return {"scale": float(coef.get(0, 0.0)), "per_mparam": float(coef.get(1, 0.0)), "offset": float(coef.get(2, 0.0)),
-            "terms": terms, "loo_mape": {k: round(v, 4) for k, v in loo.items()}, "n_subnets": int(len(x))}
+            "terms": terms, "loo_mape": {k: round(v, 4) for k, v in loo.items()},
+            "loo_ratios": [round(float(v), 4) for v in ratios.get(terms, [])], "n_subnets": int(len(x))}

@@ -106,9 +106,11 @@ def test_guard_margin_follows_the_profile_calibration_error():
     from hyperver.config import load_config
     from hyperver.device_search import guard_margin
 
-    auto = load_config(env={})
-    cal = {"terms": "block_sum+params", "loo_mape": {"block_sum": 0.13, "block_sum+params": 0.11}}
-    assert guard_margin(auto, cal) == pytest.approx(0.11)
-    assert guard_margin(auto, None) == 0.03 and guard_margin(auto, {"terms": "block_sum", "loo_mape": {}}) == 0.03
+    auto = load_config(env={})          # auto, quantile 0.9
+    cal = {"terms": "block_sum", "loo_ratios": [0.9, 0.95, 1.0, 1.02, 1.05, 1.1, 1.0, 0.97, 1.01, 1.25]}
+    q = float(np.quantile(cal["loo_ratios"], 0.9))
+    assert guard_margin(auto, cal) == pytest.approx(1 - 1 / q)
+    assert guard_margin(auto, None) == 0.03 and guard_margin(auto, {"terms": "block_sum"}) == 0.03
+    assert guard_margin(auto, {"loo_ratios": [0.8, 0.9]}) == 0.0          # an over-predicting LUT needs none
     fixed = load_config(overrides=["search.budget_margin=0.05"], env={})
     assert guard_margin(fixed, cal) == 0.05
