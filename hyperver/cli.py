@@ -218,7 +218,8 @@ def _run_lut(args: argparse.Namespace) -> int:
 
 # -- search ---------------------------------------------------------------------------------------
 def _conf_search(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["build-dataset", "fit", "run", "report"])
+    p.add_argument("action", choices=["build-dataset", "fit", "run", "report", "retime"],
+                   help="retime: time the found subnets of an existing report (--out) again")
     p.add_argument("--n", type=int, default=None, help="build-dataset: number of random subnets")
     p.add_argument("--device", default=None, help="run: device profile name or JSON path")
     p.add_argument("--devices", nargs="+", default=None, help="report: device profiles")
@@ -245,6 +246,10 @@ def _run_search(args: argparse.Namespace) -> int:
         res = ds.run_search(cfg, args.device, args.budget_ms, args.budget_rel, args.reference, args.max_params,
                             args.weights, args.out or "results/search")
         print(json.dumps([{k: v for k, v in r.items() if k not in ("history",)} for r in res], indent=1))
+    elif args.action == "retime":
+        res = ds.retime_search_report(cfg, args.out or "results/search.json", args.weights)
+        print(json.dumps([{k: r[k] for k in ("device", "method", "budget_rel", "latency_ms", "latency_rel",
+                                             "within_budget", "within_budget_ms")} for r in res["runs"]]))
     else:
         devices = args.devices or ["this_cpu_tflite_t1", "this_cpu_onnxruntime_t1"]
         ds.search_report(cfg, devices, weights=args.weights, out=args.out or "results/search.json")
