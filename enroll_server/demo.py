@@ -147,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
         progress("measuring a quick TFLite LUT on this machine (1 thread)")
         quick = dict(cfg.get_path("search.lut"), **dc["quick_lut"])
         lcfg = load_config(args.config, list(args.overrides) + [f"search.lut={json.dumps(quick)}"])
-        profile = lut_measure(lcfg, "tflite", 1, name="demo_this_cpu_tflite_t1", out_dir=str(work / "devices"))
+        with contextlib.redirect_stdout(io.StringIO()):   # the TFLite converter prints every model's signature
+            profile = lut_measure(lcfg, "tflite", 1, name="demo_this_cpu_tflite_t1", out_dir=str(work / "devices"))
         device = str(work / "devices" / f"{profile.name}.json")
     else:
         device = args.device or dc["device"]
