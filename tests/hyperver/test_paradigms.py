@@ -101,36 +101,3 @@ def test_compare_end_to_end_on_a_few_test_pairs(cfg, tiny_descriptor, tmp_path, 
     report = Path(res["report_md"]).read_text()
     assert "| TAR @ FAR=1e-3 |" in report and "| 4 |" in report
 
-
-def test_guard_margin_follows_the_profile_calibration_error():
-    from hyperver.config import load_config
-    from hyperver.device_search import guard_margin
-
-    auto = load_config(env={})          # auto, quantile 0.9
-    cal = {"terms": "block_sum", "loo_ratios": [0.9, 0.95, 1.0, 1.02, 1.05, 1.1, 1.0, 0.97, 1.01, 1.25]}
-    q = float(np.quantile(cal["loo_ratios"], 0.9))
-    assert guard_margin(auto, cal) == pytest.approx(1 - 1 / q)
-    assert guard_margin(auto, None) == 0.03 and guard_margin(auto, {"terms": "block_sum"}) == 0.03
-    assert guard_margin(auto, {"loo_ratios": [0.8, 0.9]}) == 0.0          # an over-predicting LUT needs none
-    fixed = load_config(overrides=["search.budget_margin=0.05"], env={})
-    assert guard_margin(fixed, cal) == 0.05
-
-
-def test_found_subnets_are_timed_against_the_largest_in_the_same_batch():
-    from types import SimpleNamespace
-
-    from hyperver.config import load_config
-    from hyperver.device_search import time_found_subnets
-    from supernet.space import DEFAULT_SPACE
-
-    cfg = load_config(overrides=["search.lut={warmup: 1, repeats: 3, rounds: 2}"], env={})
-    net = SimpleNamespace(space=DEFAULT_SPACE, width_mult=1.0, input_size=32, embed_dim=128)
-    prof = SimpleNamespace(runtime="torch", threads=1, name="cpu")
-    found = [{"arch": DEFAULT_SPACE.smallest(), "budget_ms": 1e6, "budget_rel": 0.9},
-             {"arch": DEFAULT_SPACE.largest(), "budget_ms": 1e-6, "budget_rel": 0.5}]
-    time_found_subnets(cfg, net, prof, found)
-    small, large = found
-    assert small["latency_ms"] < large["latency_ms"] and small["largest_ms_same_batch"] > 0
-    assert small["latency_rel"] == pytest.approx(small["latency_ms"] / small["largest_ms_same_batch"])
-    assert small["within_budget"] and small["within_budget_ms"]
-    assert not large["within_budget"] and not large["within_budget_ms"]      # the largest is ~1.0x, budget 0.5x
