@@ -118,6 +118,29 @@ def _embedding_threshold(cfg, descriptor_weights: str, far: float, limit_images:
         return None
 
 
+def _enroll_over_http(http, manifest: dict[str, Any], photos_dir: Path,
+                      models_dir: Path) -> tuple[dict[str, bytes], list[float]]:
+    """POST /v1/enroll for each sample person (their first photo); the signed models, also saved."""
+    import base64
+
+    models, enroll_ms = {}, []
+    models_dir.mkdir(parents=True, exist_ok=True)
+    for name, v in manifest["enrolled"].items():
+        user = name.lower()
+        photo = photos_dir / v["enroll"]
+        t = time.perf_counter()
+        r = http.post("/v1/enroll", data={"user_id": user, "runtime": "tflite", "replace": "true"},
+                      files=[("photos", (photo.name, photo.read_bytes(), "image/jpeg"))])
+        if r.status_code != 200:
+            raise DemoError(f"enrollment of {user} failed: HTTP {r.status_code} {r.text}")
+        enroll_ms.append(1e3 * (time.perf_counter() - t))
+        body = r.json()
+        models[user] = base64.b64decode(body["model_b64"])
+        (models_dir / f"{user}.hva").write_bytes(models[user])
+        print(f"      {user:<24} {body['model_bytes']:,} bytes signed TFLite, {enroll_ms[-1]:.0f} ms")
+    return models, enroll_ms
+
+
 def run(args: argparse.Namespace) -> int:
     import base64
 
@@ -187,21 +210,7 @@ def run(args: argparse.Namespace) -> int:
 
             # 4. enrollment over HTTP ---------------------------------------------------------------
             progress(f"enrolling {len(manifest['enrolled'])} people over HTTP (one photo each)")
-            models, enroll_ms = {}, []
-            for name, v in manifest["enrolled"].items():
-                user = name.lower()
-                photo = photos_dir / v["enroll"]
-                t = time.perf_counter()
-                r = http.post("/v1/enroll", data={"user_id": user, "runtime": "tflite", "replace": "true"},
-                              files=[("photos", (photo.name, photo.read_bytes(), "image/jpeg"))])
-                if r.status_code != 200:
-                    raise DemoError(f"enrollment of {user} failed: HTTP {r.status_code} {r.text}")
-                enroll_ms.append(1e3 * (time.perf_counter() - t))
-                body = r.json()
-                models[user] = base64.b64decode(body["model_b64"])
-                (work / "models").mkdir(exist_ok=True)
-                (work / "models" / f"{user}.hva").write_bytes(models[user])
-                print(f"      {user:<24} {body['model_bytes']:,} bytes signed TFLite, {enroll_ms[-1]:.0f} ms")
+            models, enroll_ms = _enroll_over_http(http, manifest, photos_dir, work / "models")
     finally:
         server.stop()
 

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 
-
 def test_guard_margin_follows_the_profile_calibration_error():
     from hyperver.config import load_config
     from hyperver.device_search import guard_margin
