@@ -478,6 +478,9 @@ def retime_search_report(cfg: Config, path: str = "results/search.json", weights
     for device in dict.fromkeys(r["device"] for r in data["runs"]):
         time_found_subnets(cfg, net, load_profile(cfg, device), [r for r in data["runs"] if r["device"] == device])
     figures = {k: v for k, v in data.items() if k not in ("command", "commit")}
+    # the search, exports and accuracies come from the report; only the timings are new
+    figures["report_command"] = data.get("report_command") or data.get("command")
+    figures["report_commit"] = data.get("report_commit") or data.get("commit")
     figures["retimed"] = True
     write_result(path, figures)
     return figures
