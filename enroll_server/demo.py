@@ -147,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
     from hyperver.align import Aligner
     from hyperver.config import load_config
     from hyperver.data.imageio import load_image
+    from hyperver.errors import ConfigError
     from hyperver.device.artifact import open_artifact
     from hyperver.device.runtime import DeviceVerifier
     from hyperver.device.signing import Signer, TrustedKeys
@@ -163,7 +164,9 @@ def run(args: argparse.Namespace) -> int:
     manifest = _load_manifest(photos_dir)
     work = Path(dc["work_dir"])
     work.mkdir(parents=True, exist_ok=True)
-    budget_rel = float(args.budget_rel or dc["budget_rel"])
+    budget_rel = float(dc["budget_rel"] if args.budget_rel is None else args.budget_rel)
+    if budget_rel <= 0:
+        raise ConfigError(f"--budget-rel must be a positive fraction of the largest subnet's latency, got {budget_rel}")
 
     # 1. device profile ------------------------------------------------------------------------------
     if args.measure_lut:

@@ -70,7 +70,8 @@ def _measure_subnets(net, archs, runtime: str, threads: int, warmup: int, repeat
 
 def lut_calibrate(cfg: Config, device: str, n: int | None = None, weights: str | None = None,
                   refit: bool = False) -> DeviceProfile:
-    """Fit the profile's ``scale * block_sum + offset`` on n whole subnets measured on this device.
+    """Fit the profile's calibration (``supernet.nas.efficiency.fit_calibration``) on n whole
+    subnets measured on this device (``refit``: on the timings the profile already stores).
 
     The calibration subnets come from their own seed (``search.lut.calibration_seed``), disjoint
     from the fidelity check's, so ``lut check`` stays a held-out test of the calibrated LUT.
@@ -426,7 +427,6 @@ def search_report(cfg: Config, devices: Sequence[str], budgets_rel: Sequence[flo
     metric = cfg.get_path("search.target_metric")
     net = _supernet(cfg, weights)
     validate = face_subnet_evaluator(cfg, net)
-    p = cfg.get_path("search.lut")
     for device in devices:
         prof = load_profile(cfg, device)
         found = []

@@ -341,15 +341,14 @@ def _enrollment_times(cfg: Config, generator: str, records, n: int, precision: s
         if len(server) >= n:
             break
         try:   # enrollment asks for exactly one face: a device would ask the user for another photo
-            aligner.align_photo(load_image(r.path), str(r.path))
+            if not warmed:   # dlib models load on first use
+                enroller.enroll([r.path])
+                warmed = True
+            t = time.perf_counter()
+            user = enroller.enroll([r.path])
         except (FaceNotFoundError, MultipleFacesError):
             skipped += 1
             continue
-        if not warmed:   # dlib models load on first use
-            enroller.enroll([r.path])
-            warmed = True
-        t = time.perf_counter()
-        user = enroller.enroll([r.path])
         builder.build(user, "tflite", precision)
         server.append(time.perf_counter() - t)
         t = time.perf_counter()

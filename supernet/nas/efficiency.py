@@ -134,7 +134,8 @@ class LatencyLUT:
     fitted on a few whole subnets measured on the same device (``fit_calibration``), corrects it.
     The parameter term is there because blocks timed alone keep their weights in cache, while a
     whole network streams all of them once per call: on ONNX Runtime here the largest subnet
-    cost 1.5x its block sum and the smallest 0.85x. ``fit_calibration`` keeps that term only
+    cost 1.55x its block sum and the smallest 0.84x (the calibration timings in
+    assets/devices/this_cpu_onnxruntime_t1.json). ``fit_calibration`` keeps that term only
     when it lowers the leave-one-out error on the calibration subnets.
     """
 
@@ -252,14 +253,15 @@ def fit_calibration(block_sums: Sequence[float], measured: Sequence[float],
         raise ValueError("calibration needs at least 2 subnets of different predicted latency")
     if (y <= 0).any():
         raise ValueError("measured latencies must be positive")
-    one = np.ones_like(x)
-    candidates = {"block_sum": np.stack([x, 0 * x, one], 1)}
+    # columns: block sum, millions of parameters, constant; a candidate model is a set of columns
+    m = np.zeros_like(x) if mparams is None else np.asarray(mparams, dtype=np.float64)
+    design = np.stack([x, m, np.ones_like(x)], 1)
+    candidates = {"block_sum": [0, 2]}
     if mparams is not None and len(x) >= 5:
-        candidates["block_sum+params"] = np.stack([x, np.asarray(mparams, dtype=np.float64), one], 1)
+        candidates["block_sum+params"] = [0, 1, 2]
 
-    def loo_ratios(design: np.ndarray) -> np.ndarray:
+    def loo_ratios(cols: list[int]) -> np.ndarray:
         """measured / predicted for each subnet, predicted by a fit on the others."""
-        cols = [j for j in range(design.shape[1]) if design[:, j].any()]
         out = []
         for i in range(len(y)):
             keep = np.arange(len(y)) != i
@@ -267,13 +269,12 @@ def fit_calibration(block_sums: Sequence[float], measured: Sequence[float],
             out.append(y[i] / max(float(design[i, cols] @ coef), 1e-9))
         return np.array(out)
 
-    ratios = {name: loo_ratios(d) for name, d in candidates.items()} if len(x) >= 3 else {}
+    ratios = {name: loo_ratios(cols) for name, cols in candidates.items()} if len(x) >= 3 else {}
     loo = {name: float(np.mean(np.abs(1.0 - 1.0 / r))) for name, r in ratios.items()} or {"block_sum": float("nan")}
     # the simpler model wins ties (to 0.01 % MAPE)
     terms = min(loo, key=lambda k: (round(float(np.nan_to_num(loo[k], nan=0.0)), 4), k != "block_sum"))
-    design = candidates[terms]
-    cols = [j for j in range(3) if design[:, j].any()]
+    cols = candidates[terms]
     coef = dict(zip(cols, _fit_relative(design[:, cols], y)))
-    return {"scale": float(coef.get(0, 0.0)), "per_mparam": float(coef.get(1, 0.0)), "offset": float(coef.get(2, 0.0)),
+    return {"scale": float(coef[0]), "per_mparam": float(coef.get(1, 0.0)), "offset": float(coef[2]),
             "terms": terms, "loo_mape": {k: round(v, 4) for k, v in loo.items()},
             "loo_ratios": [round(float(v), 4) for v in ratios.get(terms, [])], "n_subnets": int(len(x))}

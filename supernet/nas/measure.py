@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..latency import time_calls
 from ..layers import ConvBNAct, MBConv, mid_channels
 from .efficiency import BlockSpec, LatencyLUT, LUTEntry, NetworkGeometry
 
@@ -116,15 +116,7 @@ def time_interleaved(calls: Sequence[Callable[[], object]], warmup: int, repeats
     medians = np.empty((len(calls), max(1, rounds)))
     for r in range(medians.shape[1]):
         for i in rng.permutation(len(calls)):
-            fn = calls[i]
-            for _ in range(warmup):
-                fn()
-            times = np.empty(repeats)
-            for k in range(repeats):
-                t = time.perf_counter()
-                fn()
-                times[k] = (time.perf_counter() - t) * 1000
-            medians[i, r] = np.median(times)
+            medians[i, r] = time_calls(calls[i], warmup, repeats)["median_ms"]
     return [LUTEntry(repeats * medians.shape[1], float(m.min()), float(m.std())) for m in medians]
 
 
@@ -171,11 +163,6 @@ def measure_modules(modules: Sequence[tuple[nn.Module, tuple[int, ...]]], backen
         return time_interleaved(calls, warmup, repeats, rounds)
 
 
-def measure_module(module: nn.Module, shape, backend: str, threads: int = 1, warmup: int = 10,
-                   repeats: int = 50, rounds: int = 1) -> LUTEntry:
-    return measure_modules([(module, shape)], backend, threads, warmup, repeats, rounds)[0]
-
-
 def measure_lut(geometry: NetworkGeometry, backend: str, threads: int = 1, warmup: int = 10, repeats: int = 50,
                 existing: LatencyLUT | None = None, progress: bool = True,
                 on_entry: Callable[[str, LUTEntry], None] | None = None, rounds: int = 1,
@@ -205,7 +192,3 @@ def measure_networks(nets: Sequence[nn.Module], input_size: int, backend: str, t
     shape = (1, 3, input_size, input_size)
     return measure_modules([(n, shape) for n in nets], backend, threads, warmup, repeats, rounds, progress, desc)
 
-
-def measure_network(net: nn.Module, input_size: int, backend: str, threads: int = 1, warmup: int = 10,
-                    repeats: int = 50, rounds: int = 1) -> LUTEntry:
-    return measure_networks([net], input_size, backend, threads, warmup, repeats, rounds)[0]

@@ -65,3 +65,5 @@ def test_demo_says_what_is_missing(tmp_path, data_root):
     assert "manifest.json" in proc.stderr and "pick_demo_photos" in proc.stderr
     proc = run_demo(tmp_path, data_root, "--device", "no_such_phone")
     assert proc.returncode == 2 and "lut measure" in proc.stderr
+    proc = run_demo(tmp_path, data_root, "--budget-rel", "0")
+    assert proc.returncode == 2 and "--budget-rel must be a positive fraction" in proc.stderr
