@@ -39,6 +39,7 @@ class Phase:
     expands: Sequence[int] | None = None
     n_subnets: int = 0                      # sampled subnets per step besides the largest
     sort_channels: bool = False             # OFA sorts expansion channels before elastic expand
+    include_smallest: bool = False          # BigNAS sandwich rule: the smallest subnet in every step too
 
     def choices(self, space) -> dict[str, Sequence[int]]:
         return {"kernels": self.kernels or [max(space.kernels)], "depths": self.depths or [max(space.depths)],
@@ -159,6 +160,10 @@ class ProgressiveShrinkingTrainer:
     def _step_archs(self, phase: Phase, rng: np.random.Generator) -> list[dict]:
         space = self.net.space
         archs = [space.largest()]
+        if phase.include_smallest:
+            c = phase.choices(space)
+            archs.append({"d": [min(c["depths"])] * space.n_stages, "k": [min(c["kernels"])] * space.n_slots,
+                          "e": [min(c["expands"])] * space.n_slots})
         for _ in range(phase.n_subnets):
             archs.append(space.sample(rng, **phase.choices(space)))
         return archs

@@ -1,0 +1,33 @@
+from types import SimpleNamespace
+
+import numpy as np
+
+from supernet.space import DEFAULT_SPACE as S
+from supernet.train import Phase, ProgressiveShrinkingTrainer
+
+
+def _archs(phase: Phase, seed: int = 0) -> list[dict]:
+    # _step_archs only reads net.space: no network needed to check the sampling rule.
+    trainer = SimpleNamespace(net=SimpleNamespace(space=S))
+    return ProgressiveShrinkingTrainer._step_archs(trainer, phase, np.random.default_rng(seed))
+
+
+def test_sandwich_with_smallest_trains_both_ends_and_random_subnets():
+    phase = Phase(name="sandwich", epochs=1, lr=1e-3, kernels=[3, 5, 7], depths=[2, 3, 4], expands=[3, 4, 6],
+                  n_subnets=2, include_smallest=True)
+    archs = _archs(phase)
+    assert len(archs) == 4
+    assert archs[0] == S.largest() and archs[1] == S.smallest()
+    for arch in archs[2:]:
+        S.validate(arch)  # raises on an arch outside the space
+
+
+def test_smallest_respects_the_phase_choices():
+    # in the elastic-kernel phase depth and expand are still fixed at their maximum
+    phase = Phase(name="kernel", epochs=1, lr=1e-3, kernels=[3, 5, 7], include_smallest=True)
+    smallest = _archs(phase)[1]
+    assert set(smallest["k"]) == {3} and set(smallest["d"]) == {max(S.depths)} and set(smallest["e"]) == {max(S.expands)}
+
+
+def test_default_phase_trains_only_the_largest():
+    assert _archs(Phase(name="full", epochs=1, lr=1e-3)) == [S.largest()]
