@@ -96,9 +96,15 @@ class EnrollmentService:
         return t
 
     # -- pipeline ----------------------------------------------------------------------------------
-    def _descriptor(self, data: bytes, context: str) -> np.ndarray:
+    def _decode(self, data: bytes, context: str) -> np.ndarray:
+        # Outside the pipeline lock: a large or broken upload must not hold up other requests.
         try:
-            image = decode_image(data, context, **self.settings.image_limits)
+            return decode_image(data, context, **self.settings.image_limits)
+        except HyperVerError as exc:
+            raise from_hyperver(exc, context) from None
+
+    def _descriptor(self, image: np.ndarray, context: str) -> np.ndarray:
+        try:
             return self.enroller.embed([image], flip_average=self.settings.flip_average)
         except HyperVerError as exc:
             raise from_hyperver(exc, context) from None
@@ -112,8 +118,10 @@ class EnrollmentService:
         if not replace and self.registry.get(user_id) is not None:   # fail fast; the insert re-checks
             raise self._duplicate(user_id)
         t0 = time.perf_counter()
+        contexts = [f"photo {i + 1} ({name})" for i, (name, _) in enumerate(photos)]
+        images = [self._decode(data, c) for (_, data), c in zip(photos, contexts)]
         with self._pipeline:
-            embs = [self._descriptor(data, f"photo {i + 1} ({name})") for i, (name, data) in enumerate(photos)]
+            embs = [self._descriptor(image, c) for image, c in zip(images, contexts)]
             emb = l2_normalize(np.mean(embs, axis=0)).astype(np.float32)
             user = self.enroller.model_for(emb)
         try:
@@ -141,8 +149,9 @@ class EnrollmentService:
                                                  "send replace=true to replace the enrollment")
 
     def identify(self, data: bytes, top_k: int) -> dict[str, Any]:
+        image = self._decode(data, "photo")
         with self._pipeline:
-            emb = self._descriptor(data, "photo")
+            emb = self._descriptor(image, "photo")
         return {"matches": [{"user_id": u, "similarity": s} for u, s in self.registry.search(emb, top_k)],
                 "descriptor_model": self.enroller.embedder.cache_id}
 
@@ -201,11 +210,11 @@ class EnrollmentService:
         """What ``hyperver unlock`` does on a device, on the stored artifact and a photo held in memory."""
         check_user_id(user_id)
         t0 = time.perf_counter()
+        image = self._decode(data, "photo")
         with self._pipeline:
             verifier, cached = self._verifier(user_id)
             t1 = time.perf_counter()
             try:
-                image = decode_image(data, "photo", **self.settings.image_limits)
                 face = self.enroller.aligner.align_photo(image, "photo")
             except HyperVerError as exc:
                 raise from_hyperver(exc) from None

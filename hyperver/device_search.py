@@ -348,13 +348,16 @@ def run_search(cfg: Config, device: str, budget_ms: float | None = None, budget_
                reference: str | None = None, max_params: int | None = None, weights: str | None = None,
                out_dir: str = "results/search", methods: Sequence[str] = ("nac_quickselect", "mlp_sort", "random"),
                export: bool = True, progress: bool = True, calibration_sources: Sequence[str] = ("lfw_train", "celeba"),
-               calibration_limit: int | None = None) -> list[dict[str, Any]]:
+               calibration_limit: int | None = None, net=None, calibration_data=None) -> list[dict[str, Any]]:
     """Search one device/budget with each method; export each winner (BN recalibrated on the first
-    ``calibration_limit`` images of each calibration source) as a descriptor."""
+    ``calibration_limit`` images of each calibration source) as a descriptor.
+
+    ``net`` / ``calibration_data``: an already loaded SuperNet and BN-calibration images, so that a
+    caller searching many budgets (the search report) loads them once."""
     from supernet.nas.search import EvolutionConfig, evolution_search, random_search, sort_evolution_search
     from supernet.space import arch_id, save_arch
 
-    net = _supernet(cfg, weights)
+    net = net if net is not None else _supernet(cfg, weights)
     prof = load_profile(cfg, device)
     lut = prof.lut(net.space)
     budget = budget_for(cfg, lut, budget_ms, budget_rel, reference, max_params, net.space, prof.calibration)
@@ -388,8 +391,8 @@ def run_search(cfg: Config, device: str, budget_ms: float | None = None, budget_
         from .descriptor.data import load_face_tensors
         from .descriptor.report import export_subnet
 
-        calib = load_face_tensors(cfg, list(calibration_sources), cfg.get_path("supernet.teacher"),
-                                  limit_per_source=calibration_limit)
+        calib = calibration_data if calibration_data is not None else load_face_tensors(
+            cfg, list(calibration_sources), cfg.get_path("supernet.teacher"), limit_per_source=calibration_limit)
         for r in results:
             exp = export_subnet(net, r["arch"], out, calib, name=f"{prof.name}_{budget.latency_ms:.2f}ms_{r['method']}",
                                 bn_images=int(cfg.get_path("supernet.bn_images")))
@@ -425,13 +428,17 @@ def search_report(cfg: Config, devices: Sequence[str], budgets_rel: Sequence[flo
 
     runs = []
     metric = cfg.get_path("search.target_metric")
+    from .descriptor.data import load_face_tensors
+
     net = _supernet(cfg, weights)
     validate = face_subnet_evaluator(cfg, net)
+    calib = load_face_tensors(cfg, ["lfw_train", "celeba"], cfg.get_path("supernet.teacher"))
     for device in devices:
         prof = load_profile(cfg, device)
         found = []
         for rel in budgets_rel:
-            for r in run_search(cfg, device, budget_rel=rel, weights=weights, progress=False):
+            for r in run_search(cfg, device, budget_rel=rel, weights=weights, progress=False, net=net,
+                                calibration_data=calib):
                 weights_file = Path(r["files"]["safetensors"])
                 test = eval_subnet_on_test_folds(cfg, weights_file.stem, weights_file)
                 found.append({**{k: r[k] for k in ("method", "backend", "device", "budget_ms", "guard_margin",

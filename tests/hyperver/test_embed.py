@@ -32,6 +32,23 @@ def test_dlib_embeddings_are_unit_and_separate_people(lfw_images):
         emb.embed([FaceInput(faces[0].face, None)])
 
 
+def test_dlib_detail_limit_degrades_with_fewer_pixels(lfw_images):
+    faces = _faces(lfw_images, [("Zico", 1)])
+    native = EMBEDDERS.create("dlib")
+    ref = native.embed(faces)[0]
+    cos = {}
+    for px in (16, 64, 400):
+        limited = EMBEDDERS.create("dlib", detail_px=px, name=f"dlib_at_{px}px")
+        assert limited.cache_id != native.cache_id and limited.name == f"dlib_at_{px}px"
+        assert limited.chip(faces[0].image, faces[0].face).shape == (150, 150, 3)
+        cos[px] = float(limited.embed(faces)[0] @ ref)
+    # 400 px holds more detail than the 150-px chip: nothing is removed
+    assert cos[400] == pytest.approx(1.0, abs=1e-6)
+    assert cos[16] < cos[64] < 1.0
+    with pytest.raises(ValueError, match="at least 8"):
+        EMBEDDERS.create("dlib", detail_px=4)
+
+
 def tiny_onnx_model(path, dim=3):
     """Global average pool over a 112x112 RGB input -> (N, 3) -> linear (3 -> dim)."""
     w = np.arange(3 * dim, dtype=np.float32).reshape(3, dim) - 2.0
