@@ -144,6 +144,10 @@ class EnrollmentService:
                 "ms": round(1e3 * (time.perf_counter() - t0), 1)}
 
     @staticmethod
+    def _unknown(user_id: str) -> ApiError:
+        return ApiError(404, "unknown_user", f"no enrolled user {user_id!r}")
+
+    @staticmethod
     def _duplicate(user_id: str) -> ApiError:
         return ApiError(409, "already_enrolled", f"user {user_id!r} is already enrolled; "
                                                  "send replace=true to replace the enrollment")
@@ -158,18 +162,18 @@ class EnrollmentService:
     def user(self, user_id: str) -> dict[str, Any]:
         record = self.registry.get(check_user_id(user_id))
         if record is None:
-            raise ApiError(404, "unknown_user", f"no enrolled user {user_id!r}")
+            raise self._unknown(user_id)
         return {**record.public(), "descriptor": record.descriptor.tolist()}
 
     def model(self, user_id: str) -> tuple[bytes, dict[str, Any]]:
         found = self.registry.model(check_user_id(user_id))
         if found is None:
-            raise ApiError(404, "unknown_user", f"no enrolled user {user_id!r}")
+            raise self._unknown(user_id)
         return found
 
     def delete(self, user_id: str) -> dict[str, Any]:
         if not self.registry.delete(check_user_id(user_id)):
-            raise ApiError(404, "unknown_user", f"no enrolled user {user_id!r}")
+            raise self._unknown(user_id)
         self._forget(user_id)
         return {"deleted": user_id}
 
@@ -187,14 +191,14 @@ class EnrollmentService:
 
         record = self.registry.get(user_id)
         if record is None:
-            raise ApiError(404, "unknown_user", f"no enrolled user {user_id!r}")
+            raise self._unknown(user_id)
         cached = self._verifiers.get(user_id)
         if cached is not None and cached[0] == record.model_sha256:
             self._verifiers.move_to_end(user_id)
             return cached[1], True
         found = self.registry.model(user_id)
         if found is None:                       # deleted since the lookup above
-            raise ApiError(404, "unknown_user", f"no enrolled user {user_id!r}")
+            raise self._unknown(user_id)
         model, info = found
         try:
             verifier = DeviceVerifier(open_artifact(model, self.trusted, self.accepted_f_versions,
@@ -210,6 +214,8 @@ class EnrollmentService:
         """What ``hyperver unlock`` does on a device, on the stored artifact and a photo held in memory."""
         check_user_id(user_id)
         t0 = time.perf_counter()
+        if self.registry.get(user_id) is None:   # fail fast, before decoding; _verifier re-checks
+            raise self._unknown(user_id)
         image = self._decode(data, "photo")
         with self._pipeline:
             verifier, cached = self._verifier(user_id)

@@ -143,7 +143,7 @@ def _run_supernet_export(args: argparse.Namespace) -> int:
     from supernet.space import load_arch
 
     from .descriptor import load_supernet_weights
-    from .descriptor.data import load_face_tensors
+    from .descriptor.data import load_bn_calibration
     from .descriptor.report import export_subnet
 
     cfg = _cfg(args)
@@ -155,7 +155,7 @@ def _run_supernet_export(args: argparse.Namespace) -> int:
             arch = load_arch(args.arch, net.space)
         except (FileNotFoundError, ValueError) as exc:
             raise ConfigError(str(exc)) from exc
-    calib = load_face_tensors(cfg, ["lfw_train", "celeba"], cfg.get_path("supernet.teacher"))
+    calib = load_bn_calibration(cfg)
     res = export_subnet(net, arch, args.out_dir, calib, name=args.name, bn_images=int(cfg.get_path("supernet.bn_images")),
                         tflite=not args.no_tflite)
     print(json.dumps(res["files"], indent=1))

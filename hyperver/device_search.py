@@ -199,12 +199,13 @@ def _plot_fidelity(plots: Mapping[str, tuple[np.ndarray, np.ndarray]], path: Pat
 
 
 # -- accuracy dataset -------------------------------------------------------------------------------
-def face_subnet_evaluator(cfg: Config, net):
-    """Evaluate one subnet on LFW set 5: BN recalibration, pair accuracy (fold 5), AUC over all
-    set-5 genuine pairs vs sampled impostors, rank-1 identification, cosine to the teacher."""
+def face_subnet_evaluator(cfg: Config, net, calibration_data=None):
+    """Evaluate one subnet on LFW set 5: BN recalibration (on ``calibration_data``, loaded if not
+    given), pair accuracy (fold 5), AUC over all set-5 genuine pairs vs sampled impostors, rank-1
+    identification, cosine to the teacher."""
     import torch
 
-    from .descriptor.data import load_face_tensors
+    from .descriptor.data import load_bn_calibration
     from supernet.calibrate import recalibrate_bn
 
     from .descriptor.evaluate import bn_batches, embed_crops
@@ -212,7 +213,7 @@ def face_subnet_evaluator(cfg: Config, net):
     from .eval.metrics import best_accuracy_threshold, identification_accuracy, roc_auc
 
     teacher = cfg.get_path("supernet.teacher")
-    calib = load_face_tensors(cfg, ["lfw_train", "celeba"], teacher)
+    calib = calibration_data if calibration_data is not None else load_bn_calibration(cfg)
     val = load_validation_set(cfg, teacher)
     labels = val.data.labels.numpy()
     rng = np.random.default_rng(0)
@@ -347,10 +348,11 @@ def budget_for(cfg: Config, lut: LatencyLUT, budget_ms: float | None, budget_rel
 def run_search(cfg: Config, device: str, budget_ms: float | None = None, budget_rel: float | None = None,
                reference: str | None = None, max_params: int | None = None, weights: str | None = None,
                out_dir: str = "results/search", methods: Sequence[str] = ("nac_quickselect", "mlp_sort", "random"),
-               export: bool = True, progress: bool = True, calibration_sources: Sequence[str] = ("lfw_train", "celeba"),
+               export: bool = True, progress: bool = True, calibration_sources: Sequence[str] | None = None,
                calibration_limit: int | None = None, net=None, calibration_data=None) -> list[dict[str, Any]]:
     """Search one device/budget with each method; export each winner (BN recalibrated on the first
-    ``calibration_limit`` images of each calibration source) as a descriptor.
+    ``calibration_limit`` images of each calibration source, default ``BN_CALIBRATION_SOURCES``)
+    as a descriptor.
 
     ``net`` / ``calibration_data``: an already loaded SuperNet and BN-calibration images, so that a
     caller searching many budgets (the search report) loads them once."""
@@ -388,11 +390,11 @@ def run_search(cfg: Config, device: str, budget_ms: float | None = None, budget_
               predicted_latency_ms=lut.predict(best), device=prof.name, input_size=net.input_size,
               width_mult=net.width_mult)
     if export:
-        from .descriptor.data import load_face_tensors
+        from .descriptor.data import load_bn_calibration
         from .descriptor.report import export_subnet
 
-        calib = calibration_data if calibration_data is not None else load_face_tensors(
-            cfg, list(calibration_sources), cfg.get_path("supernet.teacher"), limit_per_source=calibration_limit)
+        calib = calibration_data if calibration_data is not None else load_bn_calibration(
+            cfg, calibration_sources, calibration_limit)
         for r in results:
             exp = export_subnet(net, r["arch"], out, calib, name=f"{prof.name}_{budget.latency_ms:.2f}ms_{r['method']}",
                                 bn_images=int(cfg.get_path("supernet.bn_images")))
@@ -424,15 +426,14 @@ def search_report(cfg: Config, devices: Sequence[str], budgets_rel: Sequence[flo
                   weights: str | None = None, out: str = "results/search.json") -> dict[str, Any]:
     """The paper-style table: per device and budget, each method's subnet with LFW test accuracy
     and measured latency; comparator calls vs population; a Pareto plot of the accuracy dataset."""
+    from .descriptor.data import load_bn_calibration
     from .descriptor.report import eval_subnet_on_test_folds
 
     runs = []
     metric = cfg.get_path("search.target_metric")
-    from .descriptor.data import load_face_tensors
-
     net = _supernet(cfg, weights)
-    validate = face_subnet_evaluator(cfg, net)
-    calib = load_face_tensors(cfg, ["lfw_train", "celeba"], cfg.get_path("supernet.teacher"))
+    calib = load_bn_calibration(cfg)
+    validate = face_subnet_evaluator(cfg, net, calib)
     for device in devices:
         prof = load_profile(cfg, device)
         found = []

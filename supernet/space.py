@@ -83,9 +83,12 @@ class SearchSpace:
         return {"d": [max(self.depths)] * self.n_stages, "k": [max(self.kernels)] * self.n_slots,
                 "e": [max(self.expands)] * self.n_slots}
 
-    def smallest(self) -> dict[str, list[int]]:
-        return {"d": [min(self.depths)] * self.n_stages, "k": [min(self.kernels)] * self.n_slots,
-                "e": [min(self.expands)] * self.n_slots}
+    def smallest(self, depths: Sequence[int] | None = None, kernels: Sequence[int] | None = None,
+                 expands: Sequence[int] | None = None) -> dict[str, list[int]]:
+        """The smallest architecture, optionally among restricted choices (as ``sample``)."""
+        depths, kernels, expands = depths or self.depths, kernels or self.kernels, expands or self.expands
+        return self._normalise({"d": [min(depths)] * self.n_stages, "k": [min(kernels)] * self.n_slots,
+                                "e": [min(expands)] * self.n_slots})
 
     def active_blocks(self, arch: Mapping[str, Sequence[int]]) -> list[tuple[int, int, int, int]]:
         """(stage, block-in-stage, kernel, expand) of every active block."""

@@ -161,9 +161,7 @@ class ProgressiveShrinkingTrainer:
         space = self.net.space
         archs = [space.largest()]
         if phase.include_smallest:
-            c = phase.choices(space)
-            archs.append({"d": [min(c["depths"])] * space.n_stages, "k": [min(c["kernels"])] * space.n_slots,
-                          "e": [min(c["expands"])] * space.n_slots})
+            archs.append(space.smallest(**phase.choices(space)))
         for _ in range(phase.n_subnets):
             archs.append(space.sample(rng, **phase.choices(space)))
         return archs

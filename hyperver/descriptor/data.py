@@ -38,6 +38,10 @@ def _records(cfg: Config, source: str, split: LFWSplit | None) -> list[ImageReco
     return open_dataset(cfg, source).records()
 
 
+# Labelled training faces a subnet's BatchNorm statistics are recalibrated on (never validation or test).
+BN_CALIBRATION_SOURCES = ("lfw_train", "celeba")
+
+
 def load_face_tensors(cfg: Config, sources: Sequence[str], teacher: str = "dlib", min_images_per_label: int = 2,
                       limit_per_source: int | None = None) -> FaceTensors:
     """Crops + teacher embeddings of the given sources (``lfw_train``, ``lfw_val`` or dataset names)."""
@@ -68,6 +72,13 @@ def load_face_tensors(cfg: Config, sources: Sequence[str], teacher: str = "dlib"
         crops.append(torch.from_numpy(np.ascontiguousarray(cache.crops(records))))
         teach.append(torch.from_numpy(cache.embeddings(records, build=False)))
     return FaceTensors(torch.cat(crops), torch.cat(teach), torch.tensor(labels, dtype=torch.int64), len(class_ids), names)
+
+
+def load_bn_calibration(cfg: Config, sources: Sequence[str] | None = None,
+                        limit_per_source: int | None = None) -> FaceTensors:
+    """The BN-recalibration images (``BN_CALIBRATION_SOURCES`` unless given) with the SuperNet teacher's embeddings."""
+    return load_face_tensors(cfg, list(sources or BN_CALIBRATION_SOURCES), cfg.get_path("supernet.teacher"),
+                             limit_per_source=limit_per_source)
 
 
 def to_input(crops_uint8: torch.Tensor, size: int) -> torch.Tensor:

@@ -20,7 +20,7 @@ from ..config import Config, merge
 from ..data import LFWSplit, open_dataset
 from ..reporting import write_result
 from . import load_supernet_weights
-from .data import FaceTensors, load_face_tensors, to_input
+from .data import FaceTensors, load_bn_calibration, to_input
 from .evaluate import bn_batches, validate_subnet
 from .train import load_validation_set
 
@@ -97,7 +97,7 @@ def run_supernet_report(cfg: Config, weights: str | Path, out: str | Path, n_ran
                         history: str | Path | None = None) -> dict[str, Any]:
     sc = cfg.get_path("supernet")
     net = load_supernet_weights(weights)
-    calib = load_face_tensors(cfg, ["lfw_train", "celeba"], sc["teacher"])
+    calib = load_bn_calibration(cfg)
     val = load_validation_set(cfg, sc["teacher"])
     rng = np.random.default_rng(seed)
     size = net.input_size

@@ -6,6 +6,7 @@ from typing import Sequence
 import numpy as np
 
 from ..align.templates import TEMPLATE_SIZE, estimate_similarity, template
+from ..errors import ConfigError
 from .base import EMBEDDERS, Embedder, FaceInput
 
 
@@ -30,7 +31,7 @@ class DlibResNetEmbedder(Embedder):
         import face_recognition_models
 
         if detail_px is not None and int(detail_px) < 8:
-            raise ValueError(f"detail_px must be at least 8 pixels, got {detail_px}")
+            raise ConfigError(f"detail_px must be at least 8 pixels, got {detail_px}")
         self._dlib = dlib
         self._model = dlib.face_recognition_model_v1(model_path or face_recognition_models.face_recognition_model_location())
         self.chip_size = chip_size
@@ -57,7 +58,7 @@ class DlibResNetEmbedder(Embedder):
     def _limit_detail(self, chip: np.ndarray, face, shape) -> np.ndarray:
         from PIL import Image
 
-        # chip pixels per ArcFace-112 pixel, for this face (about 1.5 with the default chip)
+        # chip pixels per ArcFace-112 pixel, for this face
         chip_scale = self.chip_size / self._dlib.get_face_chip_details(shape, self.chip_size, self.padding).rect.width()
         m = estimate_similarity(face.points("dlib5"), template("dlib5", TEMPLATE_SIZE))
         arc_scale = float(np.sqrt(abs(np.linalg.det(m[:2, :2]))))
