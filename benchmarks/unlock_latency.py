@@ -137,7 +137,7 @@ def main() -> None:
                                                              "untrained one (figures flagged, not for publishing)")
     ap.add_argument("--skip-accuracy", action="store_true", help="latency and sizes only (no generator quality needed)")
     ap.add_argument("--pairs", type=int, default=None, help="subsample the 3,000 test pairs (quick checks only)")
-    ap.add_argument("--supernet-weights", default="assets/supernet/supernet_cpu.safetensors")
+    ap.add_argument("--supernet-weights", default="assets/supernet/supernet_cpu_r2.safetensors")
     ap.add_argument("--descriptor-arch", default="largest", choices=["largest", "smallest"])
     ap.add_argument("--descriptor-tflite", default=None, help="time this descriptor TFLite instead")
     ap.add_argument("--repeats", type=int, default=500)

@@ -260,12 +260,14 @@ def _run_search(args: argparse.Namespace) -> int:
 def _conf_hypernet_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from hypernet.checkpoint_dir/last.pt")
     p.add_argument("--max-minutes", type=float, default=None)
+    p.add_argument("--init-from", default=None,
+                   help="start from an exported generator (e.g. the committed asset) instead of a pre-trained f body")
 
 
 def _run_hypernet_train(args: argparse.Namespace) -> int:
     from .hypernet.train import run_hypernet_training
 
-    print(json.dumps(run_hypernet_training(_cfg(args), args.resume, args.max_minutes)))
+    print(json.dumps(run_hypernet_training(_cfg(args), args.resume, args.max_minutes, init_from=args.init_from)))
     return 0
 
 
@@ -320,6 +322,20 @@ def _run_hypernet_eval(args: argparse.Namespace) -> int:
     print(json.dumps(run_hypernet_eval(_cfg(args), args.generator, args.checkpoint, args.backbones, args.out,
                                        history=args.history),
                      indent=1))
+    return 0
+
+
+def _conf_fit_gap(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--embedders", nargs="*", default=["dlib"],
+                   help="embedder names or name=subnet.safetensors (descriptor cosine rows)")
+    p.add_argument("--generator", default=None, help="also the per-user verifiers of this generator (one-way)")
+    p.add_argument("--out", default="results/fit_gap.json")
+
+
+def _run_fit_gap(args: argparse.Namespace) -> int:
+    from .fit_gap import run_fit_gap
+
+    print(json.dumps(run_fit_gap(_cfg(args), args.embedders, args.generator, args.out), indent=1))
     return 0
 
 
@@ -461,6 +477,8 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
                         _run_hypernet_export),
     "hypernet-eval": ("per-user verifiers on the LFW test folds vs the descriptor (threshold from set 5)",
                       _conf_hypernet_eval, _run_hypernet_eval),
+    "fit-gap": ("training people (LFW sets 1-4) vs validation vs test pairs: does a model underfit or overfit?",
+                _conf_fit_gap, _run_fit_gap),
     "compare": ("embedding + nearest neighbour vs per-user verifiers: accuracy, identification, device cost vs N",
                 _conf_compare, _run_compare),
     "enroll": ("one-shot enrollment: photo(s) -> per-user model", _conf_enroll, _run_enroll),

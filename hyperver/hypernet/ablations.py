@@ -8,7 +8,9 @@ and is scored on the test folds 6-10, so the rows differ only by what the name s
 - ``no_norm_loss``: alpha_norm = 0 (no penalty on the generated weights' norm);
 - ``f_37k``: a larger f (last conv 96 channels, head 64: ~37k parameters);
 - ``f_embedding``: no hypernetwork at all: f's body trained directly as one shared embedding
-  model (distillation to the teacher + ArcFace, as the SuperNet), verification by cosine.
+  model (distillation to the teacher + ArcFace, as the SuperNet), verification by cosine;
+- ``ids_25pct_no_kcs``, ``ids_50pct_no_kcs``: ``no_kcs`` trained on a random quarter / half of
+  the labelled identities (with ``no_kcs`` as the 100 % point: how accuracy scales with people).
 
 Runs are independent processes (so two can share the machine) and each writes its own
 result; ``--collect`` gathers them into ``results/hypernet_ablations.json``::
@@ -37,6 +39,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "no_norm_loss": {"alpha_norm": {"start": 0.0, "target": 0.0}},
     "f_37k": {"f": {"channels": [16, 32, 64, 96], "hidden": 64}},
     "f_embedding": {"_trainer": "embedding"},
+    "ids_25pct_no_kcs": {"kcs": {"enabled": False}, "identity_fraction": 0.25},
+    "ids_50pct_no_kcs": {"kcs": {"enabled": False}, "identity_fraction": 0.5},
 }
 
 

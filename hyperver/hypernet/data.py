@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import Config
+from ..errors import ConfigError
 from ..data import LFWSplit, open_dataset
 from ..data.records import ImageRecord
 from ..features import FeatureCache
@@ -24,6 +25,17 @@ class HypernetData:
 
     def __len__(self) -> int:
         return len(self.identity)
+
+    def subset_identities(self, fraction: float, seed: int = 0) -> "HypernetData":
+        """A random ``fraction`` of the identities (at least one) with all their images, renumbered."""
+        n_keep = max(1, int(round(fraction * len(self.members))))
+        keep = np.sort(np.random.default_rng(seed).permutation(len(self.members))[:n_keep])
+        rows = np.concatenate([self.members[i] for i in keep])
+        remap = np.full(len(self.members), -1, dtype=np.int64)
+        remap[keep] = np.arange(n_keep)
+        identity = remap[self.identity[rows]]
+        return HypernetData(self.images[rows], self.backbone[rows], self.teacher[rows], identity,
+                            [np.nonzero(identity == i)[0] for i in range(n_keep)])
 
     def identity_means(self) -> np.ndarray:
         return np.stack([self.backbone[m].mean(0).numpy() for m in self.members])
@@ -48,8 +60,14 @@ def _records(cfg: Config, source: str, split: LFWSplit) -> tuple[str, list[Image
 
 def load_hypernet_data(cfg: Config, sources: Sequence[str], backbone: str, size: int, min_images: int = 2,
                        teacher: str = "dlib", workers: int | None = None,
-                       limit_identities: int | None = None) -> HypernetData:
-    """Images of the sources' identities with >= ``min_images`` images (0: keep everything, unlabelled)."""
+                       limit_identities: int | None = None, identity_fraction: float = 1.0,
+                       seed: int = 0) -> HypernetData:
+    """Images of the sources' identities with >= ``min_images`` images (0: keep everything, unlabelled).
+
+    ``identity_fraction`` < 1 keeps a random share (by ``seed``) of the labelled identities, for
+    measuring how accuracy scales with the number of training people."""
+    if not 0.0 < float(identity_fraction) <= 1.0:
+        raise ConfigError(f"hypernet.identity_fraction must be in (0, 1], got {identity_fraction}")
     split = LFWSplit(open_dataset(cfg, "lfw"))
     imgs, bb, te, ident = [], [], [], []
     next_id = 0
@@ -92,7 +110,10 @@ def load_hypernet_data(cfg: Config, sources: Sequence[str], backbone: str, size:
         bb.append(torch.from_numpy(b_cache.embeddings(records, workers=workers)))
     identity = np.array(ident, dtype=np.int64)
     members = [np.nonzero(identity == i)[0] for i in range(next_id)]
-    return HypernetData(torch.cat(imgs), torch.cat(bb), torch.cat(te), identity, members)
+    data = HypernetData(torch.cat(imgs), torch.cat(bb), torch.cat(te), identity, members)
+    if float(identity_fraction) < 1.0 and min_images > 0:
+        data = data.subset_identities(float(identity_fraction), seed)
+    return data
 
 
 def load_records_data(cfg: Config, dataset: str, records: Sequence[ImageRecord], backbone: str, size: int,

@@ -13,8 +13,9 @@ from .generator import WeightGenerator
 from .train import pair_logits
 
 
-def evaluate_pairs(cfg: Config, gen: WeightGenerator, backbone: str, folds: str = "6-10") -> dict[str, Any]:
-    """One-way (enroll a, score b), symmetric (mean of both ways) and descriptor cosine on the folds."""
+def pair_scores_on_folds(cfg: Config, gen: WeightGenerator, backbone: str, folds: str = "6-10") -> dict[str, np.ndarray]:
+    """Scores of the LFW pairs of ``folds``: one-way (enroll a, score b), the reverse, and the
+    descriptor's cosine; with the labels and each pair's fold."""
     split = LFWSplit(open_dataset(cfg, "lfw"))
     fold_ids = parse_folds(folds)
     records = split.records_of_sets(fold_ids)
@@ -23,12 +24,16 @@ def evaluate_pairs(cfg: Config, gen: WeightGenerator, backbone: str, folds: str 
     pairs = split.pairs(fold_ids)
     a = np.array([index[p.a.path] for p in pairs])
     b = np.array([index[p.b.path] for p in pairs])
-    same = np.array([p.same for p in pairs])
-    fold = np.array([p.fold for p in pairs])
-    ab = pair_logits(gen, data, a, b)
-    ba = pair_logits(gen, data, b, a)
     emb = data.backbone.numpy()
-    cosine = np.sum(emb[a] * emb[b], axis=1)
+    return {"ab": pair_logits(gen, data, a, b), "ba": pair_logits(gen, data, b, a),
+            "cosine": np.sum(emb[a] * emb[b], axis=1), "same": np.array([p.same for p in pairs]),
+            "fold": np.array([p.fold for p in pairs])}
+
+
+def evaluate_pairs(cfg: Config, gen: WeightGenerator, backbone: str, folds: str = "6-10") -> dict[str, Any]:
+    """One-way (enroll a, score b), symmetric (mean of both ways) and descriptor cosine on the folds."""
+    s = pair_scores_on_folds(cfg, gen, backbone, folds)
+    ab, ba, cosine, same, fold = s["ab"], s["ba"], s["cosine"], s["same"], s["fold"]
     out = {}
     for name, scores in (("hypernet", ab), ("hypernet_symmetric", (ab + ba) / 2), ("descriptor", cosine)):
         out[name] = kfold_verification(scores, same, fold).summary()

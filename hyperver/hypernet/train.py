@@ -104,7 +104,8 @@ class HypernetTrainer:
         size = self.spec.input_size
         t0 = time.time()
         self.data = load_hypernet_data(cfg, hc["sources"], hc["backbone"], size,
-                                       limit_identities=hc["limit_identities"])
+                                       limit_identities=hc["limit_identities"],
+                                       identity_fraction=hc["identity_fraction"], seed=int(hc["seed"]))
         self.val = validation_pairs(cfg, hc["backbone"], size, hc["val_limit_pairs"])
         self.extra = (load_hypernet_data(cfg, ["utkface"], hc["backbone"], size, min_images=0)
                       if int(hc["extra_pseudo_identities"]) > 0 else None)
@@ -130,6 +131,19 @@ class HypernetTrainer:
             if tuple(t.shape) != tuple(shape):
                 raise ValueError(f"{name}: got {tuple(t.shape)}, f needs {shape}")
             self.gen.theta_base[a:b] = t.flatten()
+
+    def init_from_generator(self, path: str | Path) -> None:
+        """Copy an exported generator's weights; it must have this run's f layout and generator shape."""
+        from .model_io import load_generator
+
+        src, meta = load_generator(path)
+        if src.spec.to_dict() != self.spec.to_dict():
+            raise ConfigError(f"{path} generates f {src.spec.version}, this run trains {self.spec.version}")
+        if src.config != self.gen.config:
+            raise ConfigError(f"{path} has generator {src.config}, this run builds {self.gen.config}")
+        if meta.get("backbone") != self.hc["backbone"]:
+            raise ConfigError(f"{path} was trained on backbone {meta.get('backbone')!r}, this run uses {self.hc['backbone']!r}")
+        self.gen.load_state_dict(src.state_dict())
 
     # -- schedules -------------------------------------------------------------------------------
     def batch_identities(self, step: int) -> int:
@@ -297,12 +311,19 @@ class HypernetTrainer:
         return self.state
 
 
-def run_hypernet_training(cfg: Config, resume: bool = False, max_minutes: float | None = None) -> dict[str, Any]:
+def run_hypernet_training(cfg: Config, resume: bool = False, max_minutes: float | None = None,
+                          init_from: str | Path | None = None) -> dict[str, Any]:
+    """Train (or ``resume``) the generator; ``init_from`` starts from an exported generator file
+    (e.g. the committed asset) instead of a pre-trained f body: a new run with its own schedule."""
     trainer = HypernetTrainer(cfg)
     if resume and trainer.load():
         print(f"resumed at step {trainer.state.step}")
     elif not resume and (trainer.ckpt_dir / "last.pt").exists():
         raise ConfigError(f"{trainer.ckpt_dir / 'last.pt'} exists: pass --resume or choose another hypernet.checkpoint_dir")
+    elif init_from is not None:
+        trainer.init_from_generator(init_from)
+        trainer.state.history.append({"step": 0, "init_from": str(init_from)})
+        print(f"initialised from {init_from}")
     else:
         pre = cfg.get_path("hypernet.pretrain_body")
         if int(pre["steps"]) > 0:

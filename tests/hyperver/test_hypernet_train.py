@@ -66,6 +66,24 @@ def test_train_checkpoints_refuses_overwrite_resumes_and_reloads(tmp_path, data_
     thetas = gen(torch.nn.functional.normalize(torch.randn(3, 128), dim=1))
     assert thetas.shape == (3, gen.spec.n_params) and torch.isfinite(thetas).all()
 
+    # --init-from: a new run starts from an exported generator (its weights, not a pre-trained body)
+    exported = tmp_path / "gen.safetensors"
+    r = _run(["hypernet-export", "--config", str(cfg), "--checkpoint", str(tmp_path / "ckpt" / "best.pt"),
+              "--out", str(exported)], tmp_path, data_root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    warm = tmp_path / "warm.yaml"
+    warm.write_text(TINY.format(ckpt=tmp_path / "warm", steps=2).replace("eval_every: 3", "eval_every: 1"))
+    r = _run(["hypernet-train", "--config", str(warm), "--init-from", str(exported)], tmp_path, data_root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"initialised from {exported}" in r.stdout
+    history = json.loads((tmp_path / "warm" / "history.json").read_text())
+    assert history[0] == {"step": 0, "init_from": str(exported)} and not any("pretrain" in h for h in history)
+    # a generator for another f layout is refused with the reason
+    other = tmp_path / "other.yaml"
+    other.write_text(TINY.format(ckpt=tmp_path / "other", steps=2).replace("hidden: 8}", "hidden: 12}"))
+    r = _run(["hypernet-train", "--config", str(other), "--init-from", str(exported)], tmp_path, data_root)
+    assert r.returncode == 2 and "generates f" in r.stderr, r.stderr[-2000:]
+
 
 def test_ablation_variants_change_only_what_their_name_says(tmp_path):
     from hyperver.config import load_config
@@ -84,6 +102,38 @@ def test_ablation_variants_change_only_what_their_name_says(tmp_path):
     big = VerifierSpec.from_dict(_variant_config(cfg, "f_37k", 600, tmp_path).get_path("hypernet.f"))
     small = VerifierSpec.from_dict(base.get_path("hypernet.f"))
     assert abs(big.n_params - 37_000) / 37_000 < 0.05 and abs(small.n_params - 23_000) / 23_000 < 0.15
+    quarter = _variant_config(cfg, "ids_25pct_no_kcs", 600, tmp_path)
+    assert quarter.get_path("hypernet.identity_fraction") == 0.25 and quarter.get_path("hypernet.kcs.enabled") is False
+    assert base.get_path("hypernet.identity_fraction") == 1.0
     assert {"baseline", "no_kcs", "no_norm_loss", "f_37k", "f_embedding"} <= set(ABLATIONS)
     for name in ABLATIONS:
         assert _variant_config(cfg, name, 10, tmp_path).get_path("hypernet.checkpoint_dir").endswith(name)
+
+
+def test_identity_subset_keeps_whole_identities_renumbered_and_seeded():
+    import numpy as np
+    import pytest
+
+    from hyperver.config import load_config
+    from hyperver.errors import ConfigError
+    from hyperver.hypernet.data import HypernetData, load_hypernet_data
+
+    identity = np.repeat(np.arange(6), [2, 3, 2, 4, 2, 3])
+    n = len(identity)
+    images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 2, 2, 3).contiguous()
+    data = HypernetData(images, torch.randn(n, 4), torch.randn(n, 4), identity,
+                        [np.nonzero(identity == i)[0] for i in range(6)])
+    half = data.subset_identities(0.5, seed=3)
+    assert len(half.members) == 3 and len(half) == sum(len(m) for m in half.members)
+    kept_rows = half.images[:, 0, 0, 0].numpy()          # each image remembers its original row
+    originals = sorted(set(identity[kept_rows]))
+    assert len(originals) == 3
+    for old in originals:                                  # every image of a kept identity, nothing else
+        assert set(np.nonzero(identity == old)[0]) <= set(kept_rows)
+    for new, rows in enumerate(half.members):              # renumbered 0..2, one original identity each
+        assert (half.identity[rows] == new).all() and len(set(identity[kept_rows[rows]])) == 1
+    assert torch.equal(data.subset_identities(0.5, seed=3).images, half.images)
+    assert len(data.subset_identities(0.01).members) == 1
+    cfg = load_config("configs/hypernet_cpu.yaml", env={})
+    with pytest.raises(ConfigError, match="identity_fraction"):
+        load_hypernet_data(cfg, ["lfw_train"], "dlib", 32, identity_fraction=0.0)
