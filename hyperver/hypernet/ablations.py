@@ -17,6 +17,7 @@ result; ``--collect`` gathers them into ``results/hypernet_ablations.json``::
 
     python -m hyperver.hypernet.ablations --config configs/hypernet_cpu.yaml --only baseline no_kcs
     python -m hyperver.hypernet.ablations --config configs/hypernet_cpu.yaml --collect
+    python -m hyperver.hypernet.ablations --restore --collect   # on a fresh machine: keep the committed rows
 """
 from __future__ import annotations
 
@@ -112,7 +113,8 @@ def run_ablation(cfg: Config, name: str, steps: int, work_dir: str | Path) -> di
     return row
 
 
-def collect(work_dir: str | Path, out: str | Path, commands: list[str]) -> dict[str, Any]:
+def collect(work_dir: str | Path, out: str | Path, command_for: Callable[[str], str]) -> dict[str, Any]:
+    """Gather the finished runs' result files into ``out``; its command lists how each row was made."""
     from ..reporting import write_result
 
     rows = []
@@ -124,8 +126,22 @@ def collect(work_dir: str | Path, out: str | Path, commands: list[str]) -> dict[
         raise ConfigError(f"no ablation results under {work_dir}; run some first")
     write_result(out, {"runs": rows, "protocol": "each run trains from scratch with the same step budget; "
                        "checkpoint picked on LFW set 5; accuracy etc. on LFW test folds 6-10 (one-way enrollment)"},
-                 command=" && ".join(commands))
+                 command=" && ".join(command_for(r["name"]) for r in rows))
     return {"runs": rows}
+
+
+def restore(results_file: str | Path, work_dir: str | Path) -> list[str]:
+    """Write the rows of an existing results file back as per-run result files (a fresh machine
+    keeps the committed table, not the work folder), so new runs join it on ``--collect``."""
+    rows = json.loads(Path(results_file).read_text())["runs"]
+    for row in rows:
+        if row["name"] not in ABLATIONS:
+            raise ConfigError(f"{results_file}: unknown ablation {row['name']!r}")
+        target = Path(work_dir) / row["name"] / "result.json"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(json.dumps(row, indent=1))
+    return [r["name"] for r in rows]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,14 +152,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=1200, help="training steps of every run")
     p.add_argument("--work-dir", default="checkpoints/hypernet_ablations")
     p.add_argument("--collect", action="store_true", help="gather finished runs into --out")
+    p.add_argument("--restore", action="store_true",
+                   help="first write --out's existing rows back into --work-dir (runs already there win)")
     p.add_argument("--out", default="results/hypernet_ablations.json")
     args = p.parse_args(argv)
     cfg = load_config(args.config, args.overrides)
+    if args.restore:
+        print(json.dumps({"restored": restore(args.out, args.work_dir)}))
     if args.collect:
         sets = "".join(f" --set {o}" for o in args.overrides)
-        cmds = [f"python -m hyperver.hypernet.ablations --config {args.config} --steps {args.steps}{sets} --only {n}"
-                for n in ABLATIONS]
-        print(json.dumps(collect(args.work_dir, args.out, cmds), indent=1))
+        print(json.dumps(collect(args.work_dir, args.out, lambda n: f"python -m hyperver.hypernet.ablations "
+                                 f"--config {args.config} --steps {args.steps}{sets} --only {n}"), indent=1))
+        return 0
+    if args.restore:
         return 0
     for name in args.only:
         print(json.dumps(run_ablation(cfg, name, args.steps, args.work_dir)))

@@ -137,3 +137,25 @@ def test_identity_subset_keeps_whole_identities_renumbered_and_seeded():
     cfg = load_config("configs/hypernet_cpu.yaml", env={})
     with pytest.raises(ConfigError, match="identity_fraction"):
         load_hypernet_data(cfg, ["lfw_train"], "dlib", 32, identity_fraction=0.0)
+
+
+def test_ablation_table_survives_a_fresh_work_folder(tmp_path):
+    import pytest
+
+    from hyperver.errors import ConfigError
+    from hyperver.hypernet.ablations import collect, restore
+
+    committed = tmp_path / "ablations.json"
+    rows = [{"name": "baseline", "accuracy": 0.65}, {"name": "no_kcs", "accuracy": 0.72}]
+    committed.write_text(json.dumps({"runs": rows}))
+    work = tmp_path / "work"
+    (work / "no_kcs").mkdir(parents=True)
+    (work / "no_kcs" / "result.json").write_text(json.dumps({"name": "no_kcs", "accuracy": 0.73}))  # a new run wins
+    assert restore(committed, work) == ["baseline", "no_kcs"]
+    out = tmp_path / "out.json"
+    table = collect(work, out, lambda n: f"run {n}")
+    assert [(r["name"], r["accuracy"]) for r in table["runs"]] == [("baseline", 0.65), ("no_kcs", 0.73)]
+    assert json.loads(out.read_text())["command"] == "run baseline && run no_kcs"
+    committed.write_text(json.dumps({"runs": [{"name": "made_up"}]}))
+    with pytest.raises(ConfigError, match="made_up"):
+        restore(committed, work)
