@@ -42,16 +42,14 @@ def per_set_figures(scores: np.ndarray, same: np.ndarray, fold: np.ndarray) -> d
 
 def descriptor_fit_gap(cfg: Config, embedder: str) -> dict[str, Any]:
     """Cosine of an embedder's (cached) embeddings on every pair of LFW sets 1-10."""
-    from .eval.protocols import pair_scores
+    from .eval.protocols import evaluate_lfw_pairs
     from .features import FeatureCache
 
-    split = LFWSplit(open_dataset(cfg, "lfw"))
-    pairs = split.pairs(parse_folds("1-10"))
-    records = list({r.path: r for p in pairs for r in (p.a, p.b)}.values())
     cache = FeatureCache(cfg, "lfw", embedder)
-    scores = pair_scores(pairs, records, cache.embeddings(records))
+    # The shared pair scorer; its 10-fold report is not used (set 5 alone has no k-fold split).
+    res = evaluate_lfw_pairs(LFWSplit(open_dataset(cfg, "lfw")), cache.embeddings, ["1-10"])
     return {"kind": "descriptor cosine", "embedder": cache.embedder.cache_id,
-            **per_set_figures(scores, np.array([p.same for p in pairs]), np.array([p.fold for p in pairs]))}
+            **per_set_figures(res["scores"], res["labels"], res["folds"])}
 
 
 def hypernet_fit_gap(cfg: Config, generator: str) -> dict[str, Any]:
