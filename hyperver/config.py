@@ -4,7 +4,8 @@ An experiment config names its parent with ``_base_: other.yaml`` (relative to i
 overrides only what differs, as in insightface's arcface_torch. Every key must exist in the
 base config (typos are errors, not silently ignored), except inside open sections such as
 ``datasets`` where users add their own entries. Environment variables override paths:
-``HYPERVER_DATA`` -> ``data.root``, ``HYPERVER_CACHE`` -> ``cache.root``.
+``HYPERVER_DATA`` -> ``data.root``, ``HYPERVER_CACHE`` -> ``cache.root``,
+``HYPERVER_MODELS`` -> ``models.dir``.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ PACKAGE_CONFIG_DIR = Path(__file__).resolve().parent / "default_configs"
 BASE_CONFIG = PACKAGE_CONFIG_DIR / "base.yaml"
 # Sections whose children are user-defined names (datasets, models) rather than fixed keys.
 OPEN_SECTIONS = {("datasets",), ("embedders",)}
-ENV_OVERRIDES = {"HYPERVER_DATA": ("data", "root"), "HYPERVER_CACHE": ("cache", "root")}
+ENV_OVERRIDES = {"HYPERVER_DATA": ("data", "root"), "HYPERVER_CACHE": ("cache", "root"),
+                 "HYPERVER_MODELS": ("models", "dir")}
 
 
 class Config(dict):
@@ -48,6 +50,11 @@ class Config(dict):
     @property
     def cache_root(self) -> Path:
         return Path(os.path.expanduser(str(self.get_path("cache.root")))).resolve()
+
+    @property
+    def models_dir(self) -> Path:
+        """Folder of the third-party model files (hyperver.model_files)."""
+        return Path(os.path.expanduser(str(self.get_path("models.dir")))).resolve()
 
     @property
     def results_dir(self) -> Path:

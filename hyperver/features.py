@@ -29,7 +29,11 @@ ALIGN_FIELDS = ("crop", "landmarks", "box", "n_faces", "fallback", "image_hw")
 
 
 def build_embedder(cfg: Config, name: str) -> Embedder:
-    """A built-in embedder by name, or a user entry of the config's ``embedders`` section."""
+    """An embedder by name: an entry of the config's ``embedders`` section, or a built-in one.
+
+    Factories that read third-party model files get the config's models folder; a composite
+    (fusion) gets its members, each built by name the same way.
+    """
     entries = cfg.get_path("embedders", {}) or {}
     if name in entries:
         spec = dict(entries[name])
@@ -37,13 +41,23 @@ def build_embedder(cfg: Config, name: str) -> Embedder:
         if kind is None:
             raise ConfigError(f"embedders.{name} needs a 'kind' (one of {EMBEDDERS.names()})")
         spec.setdefault("name", name)
-        return EMBEDDERS.create(kind, **spec)
-    return EMBEDDERS.create(name)
+    else:
+        kind, spec = name, {}
+    factory = EMBEDDERS.get(kind)
+    if getattr(factory, "uses_model_files", False):
+        spec.setdefault("models_dir", str(cfg.models_dir))
+    if getattr(factory, "composite", False):
+        names = list(spec.get("members") or [])
+        if name in names:
+            raise ConfigError(f"embedder {name!r} lists itself as a member")
+        spec["member_names"] = names
+        spec["members"] = [build_embedder(cfg, m) for m in names]
+    return factory(**spec)
 
 
 def build_aligner(cfg: Config, dataset: str | None = None) -> Aligner:
     overrides = dataset_entry(cfg, dataset).get("align", {}) if dataset else {}
-    return Aligner.from_config(cfg.get_path("align"), overrides)
+    return Aligner.from_config(cfg.get_path("align"), overrides, models_dir=str(cfg.models_dir))
 
 
 def file_key(data: bytes) -> str:
@@ -158,6 +172,9 @@ class FeatureCache:
     def build(self, records: Sequence[ImageRecord], workers: int | None = None, chunk: int = 32,
               flush_every: int = 1024, progress: bool = True) -> FeatureReport:
         """Align (and embed) every record not yet cached. Returns counts, including fallback crops."""
+        if getattr(self._embedder, "composite", False):
+            return self._build_composite(records, workers=workers, chunk=chunk, flush_every=flush_every,
+                                         progress=progress)
         t0 = time.time()
         report = FeatureReport(self.dataset, len(records))
         keys = self.keys_for(records, progress)
@@ -220,6 +237,25 @@ class FeatureCache:
         stats = self.alignment_stats(records)
         report.fallback_crops = stats["fallback_crops"]
         report.multi_face_images = stats["multi_face_images"]
+        report.seconds = time.time() - t0
+        return report
+
+    def _build_composite(self, records: Sequence[ImageRecord], **build_kw) -> FeatureReport:
+        """A fusion is computed from its members' caches (each built, or imported from a pack, once)."""
+        t0 = time.time()
+        members = [FeatureCache(self.cfg, self.dataset, n) for n in self._embedder.member_names]
+        for m in members:
+            m.build(records, **build_kw)
+        keys = [k for k in dict.fromkeys(self.keys_for(records, progress=False))
+                if k not in self.embed_store and all(k in m.embed_store for m in members)]
+        report = FeatureReport(self.dataset, len(records))
+        for i in range(0, len(keys), 4096):
+            part = keys[i:i + 4096]
+            fused = self._embedder.combine([m.embed_store.get_field(part, "embedding") for m in members])
+            self.embed_store.put_many(part, {"embedding": fused.astype(np.float32)})
+            report.embedded_new += len(part)
+        stats = self.alignment_stats(records)
+        report.fallback_crops, report.multi_face_images = stats["fallback_crops"], stats["multi_face_images"]
         report.seconds = time.time() - t0
         return report
 

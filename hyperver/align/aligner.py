@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import FaceNotFoundError, MultipleFacesError
-from .detectors import DETECTORS, Detector, FaceDetection
+from .detectors import Detector, FaceDetection, build_detector
 from .templates import TEMPLATE_SIZE, convert_points, estimate_similarity, template, warp_affine
 
 ALIGNER_FORMAT = "v1"  # bump when crops change, so caches keyed on the version are rebuilt
@@ -52,10 +52,11 @@ def _pad_image(image: np.ndarray, frac: float) -> tuple[np.ndarray, int]:
 class Aligner:
     """Detector + landmark policy + template warp. ``version`` keys the on-disk crop cache."""
 
-    def __init__(self, detector: str | Detector = "dlib_hog", crop_size: int = TEMPLATE_SIZE,
+    def __init__(self, detector: str | Sequence[str] | Detector = "dlib_hog", crop_size: int = TEMPLATE_SIZE,
                  attempts: Sequence[Mapping[str, Any]] = ({"upsample": 0}, {"upsample": 1}),
-                 fallback_box_fraction: float = 0.5, min_face_ratio: float = 0.0):
-        self.detector: Detector = DETECTORS.create(detector) if isinstance(detector, str) else detector
+                 fallback_box_fraction: float = 0.5, min_face_ratio: float = 0.0, models_dir: str | None = None):
+        # a name, a list of names (a chain: first detector that finds the face), or a detector object
+        self.detector: Detector = build_detector(detector, None if models_dir is None else str(models_dir))
         self.crop_size = int(crop_size)
         self.attempts = [dict(a) for a in attempts] or [{"upsample": 0}]
         for a in self.attempts:
@@ -66,10 +67,11 @@ class Aligner:
         self.min_face_ratio = float(min_face_ratio)
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], dataset_overrides: Mapping[str, Any] | None = None) -> "Aligner":
+    def from_config(cls, cfg: Mapping[str, Any], dataset_overrides: Mapping[str, Any] | None = None,
+                    models_dir: str | None = None) -> "Aligner":
         params = {k: cfg[k] for k in ("detector", "crop_size", "attempts", "fallback_box_fraction", "min_face_ratio") if k in cfg}
         params.update(dataset_overrides or {})
-        return cls(**params)
+        return cls(**params, models_dir=models_dir)
 
     @property
     def version(self) -> str:
@@ -78,17 +80,26 @@ class Aligner:
                 f"_fb{self.fallback_box_fraction:g}")
 
     # -- detection -------------------------------------------------------------------------
-    def detect(self, image: np.ndarray, stop_at_first: bool = True) -> list[FaceDetection]:
+    def detect(self, image: np.ndarray) -> list[FaceDetection]:
         """Run the detection attempts in order until one finds a face."""
+        return self._detect_with(self.detector, image)
+
+    def _detect_with(self, detector: Detector, image: np.ndarray) -> list[FaceDetection]:
         for attempt in self.attempts:
             pad_frac = float(attempt.get("pad", 0.0))
             work, pad = _pad_image(image, pad_frac) if pad_frac > 0 else (image, 0)
-            faces = self.detector.detect(work, int(attempt.get("upsample", 0)))
+            faces = detector.detect(work, int(attempt.get("upsample", 0)))
             if pad:
                 faces = [FaceDetection(f.box - pad, f.score, f.landmarks - pad, f.scheme) for f in faces]
-            if faces and stop_at_first:
+            if faces:
                 return faces
         return []
+
+    def _keep_main_faces(self, faces: list[FaceDetection]) -> list[FaceDetection]:
+        if faces and self.min_face_ratio > 0:
+            largest = max(f.area for f in faces)
+            faces = [f for f in faces if f.area >= self.min_face_ratio * largest]
+        return faces
 
     def _finish(self, image: np.ndarray, face: FaceDetection, n_faces: int, fallback: bool = False) -> AlignedFace:
         pts_arc = convert_points(face.landmarks, face.scheme, "arcface5")
@@ -98,16 +109,20 @@ class Aligner:
 
     # -- policies ----------------------------------------------------------------------------
     def align_photo(self, image: np.ndarray, name: str = "photo") -> AlignedFace:
-        """Exactly one face, or FaceNotFoundError / MultipleFacesError."""
-        faces = self.detect(image)
-        if faces and self.min_face_ratio > 0:
-            largest = max(f.area for f in faces)
-            faces = [f for f in faces if f.area >= self.min_face_ratio * largest]
-        if not faces:
-            raise FaceNotFoundError(f"no face found in {name}")
-        if len(faces) > 1:
-            raise MultipleFacesError(f"{len(faces)} faces found in {name}; exactly one is required", len(faces))
-        return self._finish(image, faces[0], 1)
+        """Exactly one face, or FaceNotFoundError / MultipleFacesError.
+
+        With a detector chain, the first member that finds exactly one face wins; if none does and
+        some member saw several faces, the photo is refused as a group photo.
+        """
+        most = 0
+        for detector in getattr(self.detector, "members", None) or [self.detector]:
+            faces = self._keep_main_faces(self._detect_with(detector, image))
+            if len(faces) == 1:
+                return self._finish(image, faces[0], 1)
+            most = max(most, len(faces))
+        if most > 1:
+            raise MultipleFacesError(f"{most} faces found in {name}; exactly one is required", most)
+        raise FaceNotFoundError(f"no face found in {name}")
 
     def align_dataset_image(self, image: np.ndarray) -> AlignedFace:
         """The face nearest the image centre, or a flagged centred crop when there is none."""

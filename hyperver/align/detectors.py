@@ -7,7 +7,7 @@ with ``@DETECTORS.register("name")``; the aligner and embedders work with any sc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Iterator, Protocol, Sequence
 
 import numpy as np
 
@@ -75,3 +75,109 @@ class DlibHogDetector:
         """Landmarks for a box given by the caller (used to place points for fallback crops)."""
         x0, y0, x1, y1 = (int(round(v)) for v in box)
         return self._points(image, self._dlib.rectangle(x0, y0, x1 - 1, y1 - 1))
+
+
+@DETECTORS.register("yunet")
+class YuNetDetector:
+    """YuNet (OpenCV Zoo, int8 block-quantised ONNX) via ``cv2.FaceDetectorYN``: box + 5 landmarks.
+
+    Its landmarks are the ArcFace five (eye, eye, nose tip, mouth corners, image-left first), so the
+    similarity alignment is the same as for any other 5-point detector. ``upsample`` doubles the image
+    per step (tiny photos); images larger than ``max_side`` are detected on a downscaled copy so a
+    huge photo costs what a ``max_side`` one does, and the boxes and points are mapped back.
+    """
+
+    name = "yunet"
+    scheme = "arcface5"
+    uses_model_files = True
+
+    def __init__(self, model_path: str | None = None, score_threshold: float = 0.9, nms_threshold: float = 0.3,
+                 max_side: int = 1280, threads: int = 1, models_dir: str | None = None):
+        import cv2
+
+        from ..model_files import require_model_file
+
+        path = model_path or str(require_model_file("yunet", models_dir))
+        self._cv2 = cv2
+        cv2.setNumThreads(int(threads))
+        self.score_threshold = float(score_threshold)
+        self.max_side = int(max_side)
+        try:
+            self._det = cv2.FaceDetectorYN.create(str(path), "", (320, 320), self.score_threshold, float(nms_threshold), 5000)
+        except cv2.error as exc:
+            from ..errors import ModelFileError
+
+            raise ModelFileError(f"cannot load the YuNet model {path}: {exc}") from exc
+        self.version = f"yunet-2023mar-int8bq-t{self.score_threshold:g}-m{self.max_side}"
+
+    def detect(self, image: np.ndarray, upsample: int = 0) -> list[FaceDetection]:
+        h, w = image.shape[:2]
+        scale = float(2 ** int(upsample))
+        if max(h, w) * scale > self.max_side:
+            scale = self.max_side / max(h, w)
+        work = image if scale == 1.0 else self._cv2.resize(
+            image, (max(1, round(w * scale)), max(1, round(h * scale))),
+            interpolation=self._cv2.INTER_AREA if scale < 1 else self._cv2.INTER_LINEAR)
+        bgr = np.ascontiguousarray(work[..., ::-1])
+        self._det.setInputSize((bgr.shape[1], bgr.shape[0]))
+        _, rows = self._det.detect(bgr)
+        faces = []
+        for row in ([] if rows is None else rows):
+            x, y, bw, bh = (float(v) / scale for v in row[:4])
+            pts = np.asarray(row[4:14], dtype=np.float64).reshape(5, 2) / scale
+            faces.append(FaceDetection(np.array([x, y, x + bw, y + bh]), float(row[14]), pts, self.scheme))
+        return faces
+
+    def landmarks_in_box(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """YuNet has no separate landmark stage: detect inside the (padded) box and take the best face."""
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        pad = int(0.25 * max(x1 - x0, y1 - y0))
+        ox, oy = max(0, x0 - pad), max(0, y0 - pad)
+        faces = self.detect(image[oy:y1 + pad, ox:x1 + pad])
+        if not faces:
+            raise ValueError("no face inside the given box")
+        best = max(faces, key=lambda f: f.score)
+        return best.landmarks + np.array([ox, oy])
+
+
+class DetectorChain:
+    """Several detectors tried in order (e.g. YuNet, then dlib HOG for what it misses).
+
+    ``detect`` returns the first member's non-empty result (datasets: the face nearest the centre
+    is taken from it); :meth:`candidates` yields every member's result so the single-photo policy
+    can take the first member that finds exactly one face.
+    """
+
+    name = "chain"
+
+    def __init__(self, members: Sequence[Detector]):
+        if not members:
+            raise ValueError("a detector chain needs at least one detector")
+        self.members = list(members)
+        self.version = "+".join(m.version for m in self.members)
+        self.scheme = self.members[0].scheme
+
+    def candidates(self, image: np.ndarray, upsample: int = 0) -> Iterator[list[FaceDetection]]:
+        for m in self.members:
+            yield m.detect(image, upsample)
+
+    def detect(self, image: np.ndarray, upsample: int = 0) -> list[FaceDetection]:
+        for faces in self.candidates(image, upsample):
+            if faces:
+                return faces
+        return []
+
+    def landmarks_in_box(self, image: np.ndarray, box: np.ndarray) -> np.ndarray:
+        return self.members[0].landmarks_in_box(image, box)
+
+
+def build_detector(spec: str | Sequence[str] | Detector, models_dir: str | None = None) -> Detector:
+    """A detector by name, a chain from a list of names (``[yunet, dlib_hog]``), or an instance as is."""
+    if isinstance(spec, str):
+        factory = DETECTORS.get(spec)
+        kwargs = {"models_dir": models_dir} if getattr(factory, "uses_model_files", False) else {}
+        return factory(**kwargs)
+    if isinstance(spec, (list, tuple)):
+        members = [build_detector(s, models_dir) for s in spec]
+        return members[0] if len(members) == 1 else DetectorChain(members)
+    return spec

@@ -25,6 +25,7 @@ class Embedder(ABC):
     dim: int = 0
     needs_source_image: bool = False   # True: builds its own crop from the source image + landmarks
     lfw_free: bool = False             # True: has seen no LFW image, so all 10 folds may be reported
+    training_data: str = ""            # what it was trained on, where that qualifies its LFW figures
 
     @property
     @abstractmethod
