@@ -222,7 +222,7 @@ def run(args: argparse.Namespace) -> int:
     trusted = TrustedKeys([public_key])
     accepted = cfg.get_path("device.accepted_f_versions")
     verifiers = {u: DeviceVerifier(open_artifact(m, trusted, accepted, f"{u}.hva"), 1) for u, m in models.items()}
-    aligner = Aligner.from_config(cfg.get_path("align"))
+    aligner = Aligner.from_config(cfg.get_path("align"), models_dir=str(cfg.models_dir))
     probes = [(name.lower(), p) for name, v in manifest["enrolled"].items() for p in v["probes"]]
     probes.append((None, manifest["stranger"]))
     crops = {p: aligner.align_photo(load_image(photos_dir / p), p).crop for _, p in probes}

@@ -17,10 +17,10 @@ def _config(config: Config | None) -> Config:
 
 
 @lru_cache(maxsize=4)
-def _aligner_for(align_json: str) -> Aligner:
+def _aligner_for(align_json: str, models_dir: str) -> Aligner:
     import json
 
-    return Aligner.from_config(json.loads(align_json))
+    return Aligner.from_config(json.loads(align_json), models_dir=models_dir)
 
 
 @lru_cache(maxsize=4)
@@ -36,7 +36,7 @@ def get_aligner(config: Config | None = None) -> Aligner:
     import json
 
     cfg = _config(config)
-    return _aligner_for(json.dumps(cfg.get_path("align"), sort_keys=True))
+    return _aligner_for(json.dumps(cfg.get_path("align"), sort_keys=True), str(cfg.models_dir))
 
 
 def get_embedder(model: str | None = None, config: Config | None = None) -> Embedder:

@@ -212,7 +212,7 @@ def face_subnet_evaluator(cfg: Config, net, calibration_data=None):
     from .descriptor.train import load_validation_set
     from .eval.metrics import best_accuracy_threshold, identification_accuracy, roc_auc
 
-    teacher = cfg.get_path("supernet.teacher")
+    teacher = cfg.get_path("search.teacher")
     calib = calibration_data if calibration_data is not None else load_bn_calibration(cfg)
     val = load_validation_set(cfg, teacher)
     labels = val.data.labels.numpy()
@@ -259,7 +259,7 @@ def build_dataset(cfg: Config, n: int | None = None, weights: str | None = None,
     # them and a resume with other weights (or another evaluator) is refused rather than mixed.
     meta = {"supernet_weights": str(weights_path),
             "supernet_sha1": hashlib.sha1(weights_path.read_bytes()).hexdigest(),
-            "teacher": cfg.get_path("supernet.teacher"), "bn_images": int(cfg.get_path("supernet.bn_images")),
+            "teacher": cfg.get_path("search.teacher"), "bn_images": int(cfg.get_path("supernet.bn_images")),
             "seed": int(dc["seed"]), "metrics": "LFW set 5 (val_pair_accuracy, val_auc_all, val_rank1, teacher_cosine)"}
     meta_p = path_p.with_suffix(".meta.json")
     if meta_p.exists() and path_p.exists():

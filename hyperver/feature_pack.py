@@ -56,21 +56,30 @@ def import_pack(cfg: Config, dataset: str, embedder: str, pack_dir: str | Path, 
     pending_keys: list[str] = []
     pending: dict[str, list] = {f: [] for f in ALIGN_FIELDS}
     pending_emb: list[np.ndarray] = []
+    emb_only_keys: list[str] = []
+    emb_only: list[np.ndarray] = []
     imported = 0
 
     def flush() -> None:
         if pending_keys:
             cache.align_store.put_many(list(pending_keys), {f: np.stack(pending[f]) for f in ALIGN_FIELDS})
             cache.embed_store.put_many(list(pending_keys), {"embedding": np.stack(pending_emb).astype(np.float32)})
-        pending_keys.clear()
-        pending_emb.clear()
-        for v in pending.values():
+        if emb_only_keys:
+            cache.embed_store.put_many(list(emb_only_keys), {"embedding": np.stack(emb_only).astype(np.float32)})
+        for v in (pending_keys, pending_emb, emb_only_keys, emb_only, *pending.values()):
             v.clear()
 
     for key, record in tqdm(todo, desc=f"import {dataset}"):
         if key not in index or (key in cache.align_store and key in cache.embed_store):
             continue
         i = index[key]
+        if key in cache.align_store:   # crop already cached (another embedder's pack): embedding only
+            emb_only_keys.append(key)
+            emb_only.append(pack["embedding"][i])
+            imported += 1
+            if len(emb_only_keys) >= workers_chunk:
+                flush()
+            continue
         image = decode_image(read_bytes(record.path), str(record.path))
         det = FaceDetection(pack["box"][i].astype(np.float64), 0.0, pack["landmarks"][i].astype(np.float64), scheme)
         face = cache.aligner._finish(image, det, int(pack["n_faces"][i]), bool(pack["fallback"][i]))

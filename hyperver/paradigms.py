@@ -333,7 +333,7 @@ def _enrollment_times(cfg: Config, generator: str, records, n: int, precision: s
 
     enroller = Enroller(generator, cfg)
     builder = ArtifactBuilder(cfg, signer=Signer.generate())
-    aligner = Aligner.from_config(cfg.get_path("align"))
+    aligner = Aligner.from_config(cfg.get_path("align"), models_dir=str(cfg.models_dir))
     people = list({r.identity: r for r in records}.values())
     server, align, skipped = [], [], 0
     warmed = False

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import FaceNotFoundError, MultipleFacesError
-from .detectors import Detector, FaceDetection, build_detector
+from .detectors import Detector, DetectorSpec, FaceDetection, build_detector
 from .templates import TEMPLATE_SIZE, convert_points, estimate_similarity, template, warp_affine
 
 ALIGNER_FORMAT = "v1"  # bump when crops change, so caches keyed on the version are rebuilt
@@ -52,7 +52,7 @@ def _pad_image(image: np.ndarray, frac: float) -> tuple[np.ndarray, int]:
 class Aligner:
     """Detector + landmark policy + template warp. ``version`` keys the on-disk crop cache."""
 
-    def __init__(self, detector: str | Sequence[str] | Detector = "dlib_hog", crop_size: int = TEMPLATE_SIZE,
+    def __init__(self, detector: DetectorSpec = "dlib_hog", crop_size: int = TEMPLATE_SIZE,
                  attempts: Sequence[Mapping[str, Any]] = ({"upsample": 0}, {"upsample": 1}),
                  fallback_box_fraction: float = 0.5, min_face_ratio: float = 0.0, models_dir: str | None = None):
         # a name, a list of names (a chain: first detector that finds the face), or a detector object

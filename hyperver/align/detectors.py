@@ -7,10 +7,11 @@ with ``@DETECTORS.register("name")``; the aligner and embedders work with any sc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Protocol, Sequence
+from typing import Any, Iterator, Mapping, Protocol, Sequence, Union
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..registry import Registry
 
 
@@ -171,12 +172,25 @@ class DetectorChain:
         return self.members[0].landmarks_in_box(image, box)
 
 
-def build_detector(spec: str | Sequence[str] | Detector, models_dir: str | None = None) -> Detector:
-    """A detector by name, a chain from a list of names (``[yunet, dlib_hog]``), or an instance as is."""
-    if isinstance(spec, str):
-        factory = DETECTORS.get(spec)
-        kwargs = {"models_dir": models_dir} if getattr(factory, "uses_model_files", False) else {}
-        return factory(**kwargs)
+DetectorSpec = Union[str, Mapping[str, Any], Sequence[Union[str, Mapping[str, Any]]], Detector]
+
+
+def build_detector(spec: DetectorSpec, models_dir: str | None = None) -> Detector:
+    """A detector from its config: a name (``yunet``), a mapping with options
+    (``{kind: yunet, score_threshold: 0.8}``), a list of those (a chain, tried in order), or an
+    instance as is."""
+    if isinstance(spec, (str, Mapping)):
+        options = {"kind": spec} if isinstance(spec, str) else dict(spec)
+        kind = options.pop("kind", None)
+        if kind is None:
+            raise ConfigError(f"a detector mapping needs a 'kind' (one of {DETECTORS.names()}), got {dict(spec)}")
+        factory = DETECTORS.get(kind)
+        if getattr(factory, "uses_model_files", False):
+            options.setdefault("models_dir", models_dir)
+        try:
+            return factory(**options)
+        except TypeError as exc:
+            raise ConfigError(f"bad options for detector {kind!r}: {exc}") from exc
     if isinstance(spec, (list, tuple)):
         members = [build_detector(s, models_dir) for s in spec]
         return members[0] if len(members) == 1 else DetectorChain(members)

@@ -42,9 +42,12 @@ def _records(cfg: Config, source: str, split: LFWSplit | None) -> list[ImageReco
 BN_CALIBRATION_SOURCES = ("lfw_train", "celeba")
 
 
-def load_face_tensors(cfg: Config, sources: Sequence[str], teacher: str = "dlib", min_images_per_label: int = 2,
+def load_face_tensors(cfg: Config, sources: Sequence[str], teacher: str | None = "dlib", min_images_per_label: int = 2,
                       limit_per_source: int | None = None) -> FaceTensors:
-    """Crops + teacher embeddings of the given sources (``lfw_train``, ``lfw_val`` or dataset names)."""
+    """Crops + teacher embeddings of the given sources (``lfw_train``, ``lfw_val`` or dataset names).
+
+    ``teacher=None``: crops only (``teacher`` is then an (N, 0) tensor).
+    """
     split = LFWSplit(open_dataset(cfg, "lfw"))
     crops, teach, labels, names = [], [], [], []
     class_ids: dict[str, int] = {}
@@ -53,10 +56,11 @@ def load_face_tensors(cfg: Config, sources: Sequence[str], teacher: str = "dlib"
         records = _records(cfg, source, split)[:limit_per_source]
         cache = FeatureCache(cfg, dataset, teacher)
         keys = cache.keys_for(records, progress=False)
-        ok = [i for i, k in enumerate(keys) if k in cache.embed_store and k in cache.align_store]
+        store = cache.embed_store if teacher is not None else cache.align_store
+        ok = [i for i, k in enumerate(keys) if k in store and k in cache.align_store]
         if len(ok) < len(records):
             cache.build(records)
-            ok = [i for i, k in enumerate(cache.keys_for(records, progress=False)) if k in cache.embed_store]
+            ok = [i for i, k in enumerate(cache.keys_for(records, progress=False)) if k in store]
         records = [records[i] for i in ok]
         counts: dict[str, int] = {}
         for r in records:
@@ -70,15 +74,16 @@ def load_face_tensors(cfg: Config, sources: Sequence[str], teacher: str = "dlib"
                 labels.append(-1)
             names.append(source)
         crops.append(torch.from_numpy(np.ascontiguousarray(cache.crops(records))))
-        teach.append(torch.from_numpy(cache.embeddings(records, build=False)))
+        teach.append(torch.from_numpy(cache.embeddings(records, build=False)) if teacher is not None
+                     else torch.zeros(len(records), 0))
     return FaceTensors(torch.cat(crops), torch.cat(teach), torch.tensor(labels, dtype=torch.int64), len(class_ids), names)
 
 
 def load_bn_calibration(cfg: Config, sources: Sequence[str] | None = None,
                         limit_per_source: int | None = None) -> FaceTensors:
-    """The BN-recalibration images (``BN_CALIBRATION_SOURCES`` unless given) with the SuperNet teacher's embeddings."""
-    return load_face_tensors(cfg, list(sources or BN_CALIBRATION_SOURCES), cfg.get_path("supernet.teacher"),
-                             limit_per_source=limit_per_source)
+    """The BN-recalibration images (``BN_CALIBRATION_SOURCES`` unless given): crops only, so
+    recalibrating a subnet does not depend on which teacher its SuperNet was distilled from."""
+    return load_face_tensors(cfg, list(sources or BN_CALIBRATION_SOURCES), None, limit_per_source=limit_per_source)
 
 
 def to_input(crops_uint8: torch.Tensor, size: int) -> torch.Tensor:

@@ -45,14 +45,16 @@ def build_trainer(cfg: Config, log=print) -> tuple[ProgressiveShrinkingTrainer, 
     val = load_validation_set(cfg, sc["teacher"], limit)
     if is_distributed() and torch.distributed.get_rank() == 0:
         torch.distributed.barrier()
-    if train.teacher.shape[1] != int(sc["embed_dim"]):
+    # null: the teacher's dimension (every subnet is projected into the teacher's space)
+    embed_dim = int(train.teacher.shape[1]) if sc["embed_dim"] is None else int(sc["embed_dim"])
+    if train.teacher.shape[1] != embed_dim:
         raise ConfigError(f"supernet.embed_dim={sc['embed_dim']} but the teacher {sc['teacher']!r} gives "
                           f"{train.teacher.shape[1]}-D embeddings")
     log(f"training images: {len(train)} ({int((train.labels >= 0).sum())} labelled, {train.n_classes} identities); "
         f"validation images: {len(val.data)}, pairs: {len(val.same)}; loaded in {time.time() - t0:.0f}s")
-    net = OFAMobileNetV3(width_mult=float(sc["width_mult"]), embed_dim=int(sc["embed_dim"]),
+    net = OFAMobileNetV3(width_mult=float(sc["width_mult"]), embed_dim=embed_dim,
                          input_size=int(sc["input_size"]))
-    loss = DistillArcFaceLoss(train.n_classes, int(sc["embed_dim"]), train.teacher.mean(0), **sc["loss"])
+    loss = DistillArcFaceLoss(train.n_classes, embed_dim, train.teacher.mean(0), **sc["loss"])
     phases = [Phase(**p) for p in sc["phases"]]
     tcfg = TrainerConfig(phases=phases, optimizer=str(sc["optimizer"]),
                          weight_decay=float(sc["weight_decay"]),

@@ -105,7 +105,8 @@ def unlock(model_path: str | Path, image: Any, cfg: Config, extra_trusted: Colle
                                    cfg.get_path("device.accepted_f_versions"), int(cfg.get_path("device.threads")))
     t1 = time.perf_counter()
     limits = {k: cfg.get_path(f"image.{k}") for k in ("max_bytes", "max_pixels", "min_side")}
-    face = Aligner.from_config(cfg.get_path("align")).align_photo(load_image(image, **limits), str(image))
+    aligner = Aligner.from_config(cfg.get_path("align"), models_dir=str(cfg.models_dir))
+    face = aligner.align_photo(load_image(image, **limits), str(image))
     t2 = time.perf_counter()
     res = verifier.check(face.crop)
     t3 = time.perf_counter()

@@ -29,7 +29,7 @@ class Enroller:
         self.gen, self.meta = load_generator(generator_path)
         self.spec = self.gen.spec
         self.embedder = embedder or build_embedder(cfg, self.meta["backbone"])
-        self.aligner = aligner or Aligner.from_config(cfg.get_path("align"))
+        self.aligner = aligner or Aligner.from_config(cfg.get_path("align"), models_dir=str(cfg.models_dir))
         self.limits = {k: cfg.get_path(f"image.{k}") for k in ("max_bytes", "max_pixels", "min_side")}
         self.threshold = float(threshold if threshold is not None else self.meta.get("threshold", 0.0))
 

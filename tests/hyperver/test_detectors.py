@@ -108,3 +108,16 @@ def test_chain_from_config_names(zico):
     assert isinstance(chain, DetectorChain) and [m.version.split("-")[0] for m in chain.members] == ["yunet", "dlib"]
     assert build_detector(["dlib_hog"]).version == build_detector("dlib_hog").version
     assert Aligner(detector=["yunet", "dlib_hog"]).align_photo(zico).crop.shape == (112, 112, 3)
+
+
+def test_detector_options_from_config():
+    d = build_detector({"kind": "yunet", "score_threshold": 0.7})
+    assert d.score_threshold == 0.7 and "t0.7" in d.version
+    from hyperver.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="kind"):
+        build_detector({"score_threshold": 0.7})
+    with pytest.raises(ConfigError, match="bad options"):
+        build_detector({"kind": "yunet", "no_such_option": 1})
+    with pytest.raises(ConfigError, match="unknown face detector"):
+        build_detector("yunett")

@@ -83,3 +83,22 @@ def test_feature_pack_round_trip(tmp_path, my_dataset):
     np.testing.assert_allclose(again.embeddings(records, build=False), want, atol=1e-3)
     assert np.abs(again.crops(records).astype(int) - original.crops(records)).max() <= 1
     assert again.alignment_stats(records)["fallback_crops"] == 1
+
+
+def test_second_embedders_pack_adds_embeddings_to_cached_crops(tmp_path, my_dataset):
+    """Importing a pack for another embedder over existing crops adds only its embeddings."""
+    from hyperver.feature_pack import export_pack, import_pack
+
+    cfg = _cfg(tmp_path, my_dataset)
+    records = [r for r in open_dataset(cfg, "mine").records() if r.path.name != "broken.jpg"]
+    want = FeatureCache(cfg, "mine", "mobilefacenet").embeddings(records)
+    FeatureCache(cfg, "mine", "dlib").embeddings(records)
+    for name in ("dlib", "mobilefacenet"):
+        export_pack(cfg, "mine", name, tmp_path / "packs")
+    fresh = _cfg(tmp_path / "fresh", my_dataset)
+    import_pack(fresh, "mine", "dlib", tmp_path / "packs")
+    crops = FeatureCache(fresh, "mine", None).crops(records)
+    assert import_pack(fresh, "mine", "mobilefacenet", tmp_path / "packs")["imported"] == 5
+    again = FeatureCache(fresh, "mine", "mobilefacenet")
+    np.testing.assert_allclose(again.embeddings(records, build=False), want, atol=2e-3)
+    np.testing.assert_array_equal(again.crops(records), crops)

