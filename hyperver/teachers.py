@@ -350,7 +350,7 @@ def run_teachers_report(cfg: Config, out: str | None = None, candidates: Sequenc
                              "detector": f"CelebA no face <= {100 * DETECTOR_SELECTION['max_celeba_no_face']:g} %, then "
                                          "the fewest refused CelebA photos (no face or several), ties "
                                          f"(within {100 * DETECTOR_SELECTION['tie']:g} %) to the fastest"},
-               "roc_png": str(roc_path)}
+               "roc_png": str(roc_path.relative_to(Path.cwd()) if roc_path.is_relative_to(Path.cwd()) else roc_path)}
     written = write_result(path, figures)
     return {"figures": figures, "markdown": markdown(models, dets, fk), "path": str(written)}
 
