@@ -1,4 +1,4 @@
-"""The HTTP API (FastAPI). OpenAPI docs at /docs, the schema at /openapi.json.
+"""The HTTP API (FastAPI). The OpenAPI schema is at /openapi.json when ``server.docs`` is on (API key needed).
 
     POST   /v1/enroll               multipart: user_id, photos (1..max_photos files), runtime, precision, replace
     GET    /v1/users/{user_id}        enrollment record (descriptor, f version, threshold, ...)
@@ -9,6 +9,9 @@
     GET    /v1/signing-key          the public key devices must trust
     GET    /healthz                 no auth
     GET    /                        the browser page (enroll / try to unlock; static files under /static)
+    GET    /openapi.json            only with server.docs: true (there is no /docs page: Swagger UI needs a CDN)
+
+HEAD works on every GET route (same status and headers, no body).
 
 ``unlock`` runs exactly what ``hyperver unlock`` runs on a device (hyperver.device.runtime): the
 stored artifact's signature must verify with this server's key and its f version must be in
@@ -17,9 +20,11 @@ stored artifact's signature must verify with this server's key and its f version
 "f_version", "ms"}`` (409 model_rejected when the stored artifact fails the device's checks).
 
 Every route but /healthz and the page needs ``X-API-Key``. Errors are ``{"error": code, "detail": message}``:
-400 bad user id, 401 missing/wrong key, 404 unknown user, 409 already enrolled (policy: an
+400 bad user id or a multipart body without its closing boundary, 401 missing/wrong key, 404 unknown
+user, 408 request body not received within ``server.body_timeout_s``, 409 already enrolled (policy: an
 enrollment never silently overwrites another; send ``replace=true`` to re-enroll), 413 request or
 image too large, 415 not an image, 422 no face / several faces / truncated image / bad form.
+A client that disconnects mid-request is logged as one line.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Callable
 
+import anyio
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -36,12 +42,15 @@ from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hyperver.errors import HyperVerError
 
 from .errors import ApiError, from_hyperver
 from .multipart import parse_form
 from .service import EnrollmentService
+from .settings import USER_ID
 
 log = logging.getLogger("enroll_server")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -54,8 +63,12 @@ RUNTIMES, PRECISIONS = ["tflite", "onnx"], ["fp32", "fp16", "int8"]
 TRUE, FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
 
 
-def _error(status: int, code: str, detail: Any) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail}, status_code=status)
+def _error(status: int, code: str, detail: Any, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request was read: logged as one line, nothing to answer."""
 
 
 def _form_schema(props: dict[str, Any], required: list[str]) -> dict[str, Any]:
@@ -65,7 +78,7 @@ def _form_schema(props: dict[str, Any], required: list[str]) -> dict[str, Any]:
 
 
 ENROLL_FORM = _form_schema({
-    "user_id": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$"},
+    "user_id": {"type": "string", "pattern": f"^{USER_ID.pattern}$"},   # JSON Schema (ECMA): '$' is the end
     "photos": {"type": "array", "items": {"type": "string", "format": "binary"},
                "description": "one or more photos, each with exactly one face"},
     "runtime": {"type": "string", "enum": RUNTIMES, "description": "artifact runtime (default: server config)"},
@@ -96,14 +109,43 @@ class BodyLimit:
         return await self.app(scope, receive, send)
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, counted as it streams (chunked uploads have no Content-Length)."""
+class HeadAsGet:
+    """ASGI middleware: HEAD runs the GET route and drops the body, so it has GET's status and headers
+    (Content-Length included). FastAPI's routes, unlike Starlette's, answer HEAD with 405."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def send_no_body(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        # A copy: the server keeps its own scope (method HEAD), so it also sends no body.
+        return await self.app({**scope, "method": "GET"}, receive, send_no_body)
+
+
+async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
+    """The body, counted as it streams (chunked uploads have no Content-Length); the whole of it must
+    arrive within ``timeout_s`` (a slow sender would otherwise hold a connection and its buffer for ever)."""
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "request_too_large", f"request body over {limit} bytes")
-        chunks.append(chunk)
+    try:
+        with anyio.fail_after(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, "request_too_large", f"request body over {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(408, "request_timeout", f"request body not received within {timeout_s:g} s "
+                                               f"({size} bytes arrived)") from None
+    except ClientDisconnect:
+        raise ClientGone(f"{request.method} {request.url.path!r}: the client disconnected after sending "
+                         f"{size} bytes of the body") from None
     return b"".join(chunks)
 
 
@@ -130,9 +172,12 @@ def create_app(service: EnrollmentService) -> FastAPI:
         yield
         service.close()      # index snapshot; a crash instead means a rebuild at the next start
 
+    # No Swagger UI (/docs) or ReDoc page: FastAPI's load their scripts from a CDN, which neither an
+    # offline deployment nor the page's CSP allows. The schema is a route below, behind the API key.
     app = FastAPI(title="HyperVer enrollment server", version="1", lifespan=lifespan,
-                  description=__doc__.split("\n\n", 1)[1])
+                  description=__doc__.split("\n\n", 1)[1], docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(HeadAsGet)
 
     def authorised(key: str | None = Depends(API_KEY)) -> None:
         if not key or not any(hmac.compare_digest(key.encode(), k.encode()) for k in settings.api_keys):
@@ -140,7 +185,16 @@ def create_app(service: EnrollmentService) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _error(exc.status, exc.code, exc.detail)
+        # 408: the rest of the body may still be on its way; close rather than read it as the next request.
+        return _error(exc.status, exc.code, exc.detail, {"Connection": "close"} if exc.status == 408 else None)
+
+    @app.exception_handler(ClientGone)
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request: Request, exc: Exception) -> Response:
+        # Not a server fault: one log line, not a traceback. The response goes nowhere (the server drops it).
+        log.info("%s", exc if isinstance(exc, ClientGone) else
+                 f"{request.method} {request.url.path!r}: the client disconnected during the request")
+        return Response(status_code=400)
 
     @app.exception_handler(HyperVerError)
     async def _hyperver_error(request: Request, exc: HyperVerError) -> JSONResponse:
@@ -154,10 +208,13 @@ def create_app(service: EnrollmentService) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         codes = {404: "not_found", 405: "method_not_allowed"}
-        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), exc.detail)
+        return _error(exc.status_code, codes.get(exc.status_code, "http_error"), exc.detail, exc.headers)
 
     async def call(fn: Callable, *args) -> Any:
         return await run_in_threadpool(fn, *args)
+
+    async def body(request: Request) -> bytes:
+        return await read_body(request, settings.max_request_bytes, settings.body_timeout_s)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, Any]:
@@ -166,7 +223,7 @@ def create_app(service: EnrollmentService) -> FastAPI:
     @app.post("/v1/enroll", tags=["users"], dependencies=[Depends(authorised)], openapi_extra=ENROLL_FORM,
               summary="enroll a user from one or more photos -> signed per-user model + descriptor")
     async def enroll(request: Request) -> dict[str, Any]:
-        form = parse_form(await read_body(request, settings.max_request_bytes), request.headers.get("content-type"))
+        form = parse_form(await body(request), request.headers.get("content-type"))
         photos = form.files.get("photos", [])
         if not photos:
             raise ApiError(422, "no_photos", "send at least one photo in the 'photos' field")
@@ -181,7 +238,7 @@ def create_app(service: EnrollmentService) -> FastAPI:
     @app.post("/v1/identify", tags=["users"], dependencies=[Depends(authorised)], openapi_extra=IDENTIFY_FORM,
               summary="top-k enrolled users for a photo (descriptor cosine similarity)")
     async def identify(request: Request) -> dict[str, Any]:
-        form = parse_form(await read_body(request, settings.max_request_bytes), request.headers.get("content-type"))
+        form = parse_form(await body(request), request.headers.get("content-type"))
         photos = form.files.get("photo", [])
         if len(photos) != 1:
             raise ApiError(422, "no_photos" if not photos else "too_many_photos", "send exactly one 'photo' file")
@@ -198,7 +255,7 @@ def create_app(service: EnrollmentService) -> FastAPI:
               openapi_extra=UNLOCK_FORM,
               summary="try to unlock: the on-device check (signed artifact + aligned probe face -> score vs threshold)")
     async def unlock(user_id: str, request: Request) -> dict[str, Any]:
-        form = parse_form(await read_body(request, settings.max_request_bytes), request.headers.get("content-type"))
+        form = parse_form(await body(request), request.headers.get("content-type"))
         photos = form.files.get("photo", [])
         if len(photos) != 1:
             raise ApiError(422, "no_photos" if not photos else "too_many_photos", "send exactly one 'photo' file")
@@ -232,6 +289,11 @@ def create_app(service: EnrollmentService) -> FastAPI:
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", media_type="text/html", headers=PAGE_HEADERS)
+
+    if settings.docs:
+        @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(authorised)])
+        async def openapi() -> JSONResponse:
+            return JSONResponse(app.openapi())
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

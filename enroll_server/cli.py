@@ -33,4 +33,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-SERVE_COMMAND = ("run the enrollment server (FastAPI + uvicorn; OpenAPI docs at /docs)", configure, run)
+SERVE_COMMAND = ("run the enrollment server (FastAPI + uvicorn; OpenAPI schema at /openapi.json with server.docs: true)", configure, run)

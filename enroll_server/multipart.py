@@ -27,12 +27,13 @@ class Form:
 
 
 def parse_form(body: bytes, content_type: str | None, max_parts: int = 64) -> Form:
-    """Parse a multipart body (already size-limited by the caller); 422 for anything malformed."""
+    """Parse a multipart body (already size-limited by the caller); 422 for anything malformed, 400 for a
+    body without its closing boundary (a truncated upload)."""
     ctype, params = parse_options_header((content_type or "").encode("latin-1"))
     if ctype != b"multipart/form-data" or not params.get(b"boundary"):
         raise ApiError(422, "invalid_request", "send the request as multipart/form-data")
     parts: list[Part] = []
-    state: dict = {"field": b"", "value": b"", "headers": {}}
+    state: dict = {"field": b"", "value": b"", "headers": {}, "closed": False}
 
     def on_part_begin() -> None:
         state["headers"] = {}
@@ -60,9 +61,13 @@ def parse_form(body: bytes, content_type: str | None, max_parts: int = 64) -> Fo
     def on_part_data(data: bytes, start: int, end: int) -> None:
         parts[-1].data += data[start:end]
 
+    def on_end() -> None:   # python-multipart calls this only on the closing boundary '--BOUNDARY--'
+        state["closed"] = True
+
     parser = MultipartParser(params[b"boundary"], {
         "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
-        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished, "on_part_data": on_part_data})
+        "on_header_end": on_header_end, "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
+        "on_end": on_end})
     try:
         parser.write(body)
         parser.finalize()
@@ -70,6 +75,10 @@ def parse_form(body: bytes, content_type: str | None, max_parts: int = 64) -> Fo
         raise
     except Exception as exc:  # python-multipart raises its own error types for malformed bodies
         raise ApiError(422, "invalid_request", f"malformed multipart body: {exc}") from None
+    # finalize() does not check this: without the check a cut-off upload would pass as a shorter last part.
+    if not state["closed"]:
+        raise ApiError(400, "incomplete_multipart", "incomplete multipart body: it ends without its closing "
+                                                    "boundary ('--' + boundary + '--'); send the whole form")
     fields: dict[str, list[str]] = {}
     files: dict[str, list[Part]] = {}
     for p in parts:

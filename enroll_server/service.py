@@ -34,7 +34,8 @@ log = logging.getLogger("enroll_server")
 
 
 def check_user_id(user_id: str | None) -> str:
-    if not user_id or not USER_ID.match(user_id):
+    """``user_id`` if it is a valid id (the whole string: no trailing newline), else 400 bad_user_id."""
+    if not user_id or not USER_ID.fullmatch(user_id):
         raise ApiError(400, "bad_user_id", f"user id {user_id!r} is not allowed: use 1-128 characters from "
                                            "A-Z a-z 0-9 . _ @ - starting with a letter or digit")
     return user_id

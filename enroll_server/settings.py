@@ -19,7 +19,9 @@ from hyperver.errors import ConfigError
 ENV_API_KEYS = "HYPERVER_API_KEY"
 ENV_STATE_DIR = "HYPERVER_SERVER_STATE"
 ENV_GENERATOR = "HYPERVER_GENERATOR"
-USER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")   # never a path: no '/', no leading dot
+# Never a path: no '/', no leading dot. Use USER_ID.fullmatch: with match, '$' would also accept a trailing
+# newline ("abc\n"), an id that then cannot go into a header (the model download's Content-Disposition).
+USER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class ServerSettings:
     flip_average: bool
     runtime: str
     precision: str
+    docs: bool = False
+    body_timeout_s: float = 30.0
 
     @classmethod
     def from_config(cls, cfg: Config, env: Mapping[str, str] | None = None) -> "ServerSettings":
@@ -51,6 +55,11 @@ class ServerSettings:
                               "the server does not run unauthenticated")
         generator = env.get(ENV_GENERATOR) or s["generator_path"] or cfg.get_path("hypernet.generator_path")
         image: dict[str, Any] = dict(s["image"])
+        body_timeout = float(s["body_timeout_s"])
+        if not body_timeout > 0:
+            raise ConfigError(f"server.body_timeout_s must be > 0 seconds, got {s['body_timeout_s']!r}")
+        if not isinstance(s["docs"], bool):
+            raise ConfigError(f"server.docs must be true or false, got {s['docs']!r}")
         return cls(host=str(s["host"]), port=int(s["port"]),
                    state_dir=Path(os.path.expanduser(env.get(ENV_STATE_DIR) or str(s["state_dir"]))),
                    generator_path=Path(os.path.expanduser(str(generator))), api_keys=keys,
@@ -58,4 +67,5 @@ class ServerSettings:
                    target_far=float(s["target_far"]), max_request_bytes=int(s["max_request_bytes"]),
                    max_photos=int(s["max_photos"]), image_limits={k: int(v) for k, v in image.items()},
                    top_k=int(s["top_k"]), max_top_k=int(s["max_top_k"]), flip_average=bool(s["flip_average"]),
-                   runtime=str(cfg.get_path("artifacts.runtime")), precision=str(cfg.get_path("artifacts.precision")))
+                   runtime=str(cfg.get_path("artifacts.runtime")), precision=str(cfg.get_path("artifacts.precision")),
+                   docs=s["docs"], body_timeout_s=body_timeout)

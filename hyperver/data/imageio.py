@@ -64,10 +64,39 @@ def decode_image(data: bytes | bytearray, name: str = "<bytes>", max_bytes: int 
         raise CorruptImageError(f"image is corrupt or truncated: {name}: {exc}") from None
     if min(img.size) < min_side:
         raise ImageTooSmallError(f"image too small: {name} is {img.size[0]}x{img.size[1]}, need >= {min_side} px a side")
+    bits = _bit_depth(img)    # before exif_transpose: its copy no longer has the file's tags
     img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        img = _to_8bit(img, bits)   # Pillow's convert("RGB") clips these at 255: a white image
     if img.mode != "RGB":
         img = img.convert("RGB")
     return np.asarray(img, dtype=np.uint8).copy()
+
+
+def _bit_depth(img: Image.Image) -> int | None:
+    """Bits per sample of a 16/32-bit integer greyscale image, when known."""
+    if img.mode.startswith("I;16"):
+        return 16
+    if img.mode == "I":
+        if img.format == "PPM":        # Pillow rescales PGM maxval > 255 to 0..65535
+            return 16
+        bits = getattr(img, "tag_v2", {}).get(258)   # TIFF BitsPerSample
+        bits = int(bits[0] if isinstance(bits, tuple) else bits or 0)
+        if 8 < bits <= 16:               # a 32-bit container says nothing of the data's range
+            return bits
+    return None
+
+
+def _to_8bit(img: Image.Image, bits: int | None) -> Image.Image:
+    """16/32-bit greyscale -> 8-bit "L": full scale 2**bits - 1 -> 255 (1/257 for 16 bits); unknown depth:
+    values up to 255 are kept, larger ones are scaled by the maximum."""
+    a = np.asarray(img).astype(np.float32)
+    if bits:
+        scale = 255.0 / (2.0 ** bits - 1)
+    else:
+        peak = float(a.max()) if a.size else 0.0
+        scale = 255.0 / peak if peak > 255 else 1.0
+    return Image.fromarray(np.clip(np.rint(a * scale), 0, 255).astype(np.uint8))
 
 
 def load_image(source: ImageSource, max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,

@@ -195,15 +195,119 @@ def test_enrollment_photos_never_touch_the_disk(client, photos, monkeypatch):
     assert written == []
 
 
-def test_openapi_docs_are_served(client):
-    spec = client.get("/openapi.json").json()
+@pytest.mark.parametrize("bad", ["abc\n", "abc\r", "abc\r\n", "\nabc", "ab\nc", "abc\x00", "abc\u2028",
+                                 "zic\u043e", "\uff41bc", "abc\u00a0", "\u0661\u0662"])   # Cyrillic o, fullwidth a, NBSP, Arabic digits
+def test_user_ids_are_checked_whole(client, photos, bad):
+    """'$' in a regex also matches before a trailing newline: 'abc\\n' must not become a second 'abc'."""
+    from urllib.parse import quote
+
+    assert_error(enroll(client, bad, photos["zico"]), 400, "bad_user_id")
+    path = f"/v1/users/{quote(bad, safe='')}"
+    for method, url in (("get", path), ("get", path + "/model"), ("delete", path)):
+        assert_error(getattr(client, method)(url, headers=AUTH), 400, "bad_user_id")
+    assert_error(unlock(client, quote(bad, safe=""), photos["zico"]), 400, "bad_user_id")
+    assert client.get("/healthz").json()["users"] == 0
+    assert_error(client.get("/v1/users/abc", headers=AUTH), 404, "unknown_user")
+
+
+def test_the_longest_and_shortest_ids_are_accepted(client, photos):
+    for user in ("a", "A" + "b._@-9" * 21 + "z"):             # 1 and 128 characters
+        r = enroll(client, user, photos["zico"])
+        assert r.status_code == 200, r.text
+        got = client.get(f"/v1/users/{user}/model", headers=AUTH)
+        assert got.status_code == 200 and got.headers["content-disposition"] == f'attachment; filename="{user}.hva"'
+    assert_error(enroll(client, "A" + "b" * 128, photos["zico"]), 400, "bad_user_id")   # 129
+
+
+def test_16bit_greyscale_png_is_decoded_and_its_face_found(client, lfw_images):
+    """A 16-bit greyscale PNG used to turn white (Pillow clips 'I;16' at 255) and so had 'no face'."""
+    import io
+
+    from PIL import Image
+
+    grey = np.asarray(Image.open(lfw_images / "Zico" / "Zico_0001.jpg").convert("L"))
+    buf = io.BytesIO()
+    Image.fromarray(grey.astype(np.uint16) * 257).save(buf, format="PNG")
+    r = enroll(client, "zico", buf.getvalue())
+    assert r.status_code == 200, r.text
+    assert client.get("/healthz").json()["users"] == 1
+
+
+def multipart(fields: dict[str, str], photo: bytes, file_field: str = "photos", close: bool = True) -> tuple[bytes, dict]:
+    """A hand-made multipart body (httpx always closes it properly)."""
+    b = b"----hyperver-test"
+    body = b"".join(b"--" + b + b'\r\nContent-Disposition: form-data; name="' + k.encode() + b'"\r\n\r\n' +
+                    v.encode() + b"\r\n" for k, v in fields.items())
+    body += (b"--" + b + b'\r\nContent-Disposition: form-data; name="' + file_field.encode() +
+             b'"; filename="p.jpg"\r\nContent-Type: image/jpeg\r\n\r\n' + photo + b"\r\n")
+    if close:
+        body += b"--" + b + b"--\r\n"
+    return body, {**AUTH, "Content-Type": "multipart/form-data; boundary=" + b.decode()}
+
+
+def test_a_multipart_body_without_its_closing_boundary_is_refused(client, photos):
+    p = photos["zico"]
+    for url, fields, field in (("/v1/enroll", {"user_id": "zico"}, "photos"), ("/v1/identify", {}, "photo"),
+                               ("/v1/users/zico/unlock", {}, "photo")):
+        body, headers = multipart(fields, p, field, close=False)
+        assert_error(client.post(url, content=body, headers=headers), 400, "incomplete_multipart", "closing boundary")
+        # Cut anywhere: inside the photo, or before the first part ended.
+        for cut in (len(body) - len(p) // 2, 60):
+            assert_error(client.post(url, content=body[:cut], headers=headers), 400, "incomplete_multipart")
+    body, headers = multipart({}, p, close=False)
+    assert_error(client.post("/v1/enroll", content=b"", headers=headers), 400, "incomplete_multipart")
+    assert client.get("/healthz").json()["users"] == 0
+    body, headers = multipart({"user_id": "zico"}, p)                    # the same body, closed: accepted
+    assert client.post("/v1/enroll", content=body, headers=headers).status_code == 200
+
+
+def test_head_answers_like_get_without_a_body(client, photos):
+    assert enroll(client, "zico", photos["zico"]).status_code == 200
+    for path in ("/healthz", "/v1/users/zico", "/v1/users/zico/model", "/v1/signing-key", "/", "/static/app.js"):
+        get, head = client.get(path, headers=AUTH), client.head(path, headers=AUTH)
+        assert get.status_code == head.status_code == 200, (path, head.status_code)
+        assert head.content == b"" and len(get.content) > 0
+        assert dict(head.headers) == dict(get.headers), path          # content-length included
+    for path in ("/v1/users/nobody", "/v1/users/bad%0A", "/nothing-here"):
+        get, head = client.get(path, headers=AUTH), client.head(path, headers=AUTH)
+        assert head.status_code == get.status_code >= 400 and head.content == b"", path
+        assert head.headers["content-length"] == get.headers["content-length"]
+    head = client.head("/v1/users/zico")                                  # still needs the key
+    assert head.status_code == 401 and head.content == b""
+    head = client.head("/v1/enroll", headers=AUTH)                        # a POST route: 405, says what is allowed
+    assert head.status_code == 405 and head.headers["allow"] == "POST" and head.content == b""
+
+
+def test_docs_are_off_by_default(client):
+    assert client.service.settings.docs is False
+    for path in ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"):
+        for headers in ({}, AUTH):
+            assert_error(client.get(path, headers=headers), 404, "not_found")
+
+
+def test_the_openapi_schema_needs_the_key_when_docs_are_on(make_service):
+    """server.docs: true serves /openapi.json behind the key; never a /docs page (Swagger UI comes from a CDN)."""
+    from fastapi.testclient import TestClient
+
+    from enroll_server.app import create_app
+
+    service = make_service(**LIMITS, **{"server.docs": "true"})
+    assert service.settings.docs is True
+    with TestClient(create_app(service)) as c:
+        for headers in ({}, {"X-API-Key": "wrong"}):
+            assert_error(c.get("/openapi.json", headers=headers), 401, "unauthorized")
+        for path in ("/docs", "/redoc"):
+            assert_error(c.get(path, headers=AUTH), 404, "not_found")
+        spec = c.get("/openapi.json", headers=AUTH).json()
+    assert "/openapi.json" not in spec["paths"]
+    assert spec["paths"]["/v1/enroll"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"][
+        "properties"]["user_id"]["pattern"] == "^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$"
     body = spec["paths"]["/v1/enroll"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert {"user_id", "photos", "runtime", "precision", "replace"} <= set(body["properties"])
     body = spec["paths"]["/v1/users/{user_id}/unlock"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert body["schema"]["required"] == ["photo"] and body["schema"]["properties"]["photo"]["format"] == "binary"
     assert "/" not in spec["paths"]          # the page is not an API route
     assert "X-API-Key" in str(spec["components"]["securitySchemes"])
-    assert client.get("/docs").status_code == 200
 
 
 def test_the_server_refuses_to_start_without_an_api_key(server_files, tmp_path):
@@ -217,6 +321,24 @@ def test_the_server_refuses_to_start_without_an_api_key(server_files, tmp_path):
     with pytest.raises(ConfigError, match="no API key"):
         ServerSettings.from_config(cfg, env={})
     assert ServerSettings.from_config(cfg, env={"HYPERVER_API_KEY": "a, b"}).api_keys == ("a", "b")
+
+
+@pytest.mark.parametrize("key,value,text", [("server.body_timeout_s", "0", "body_timeout_s must be > 0"),
+                                            ("server.body_timeout_s", "-1", "body_timeout_s must be > 0"),
+                                            ("server.docs", "maybe", "docs must be true or false")])
+def test_bad_hardening_settings_are_refused(server_files, tmp_path, key, value, text):
+    from hyperver.config import load_config
+    from hyperver.errors import ConfigError
+
+    from enroll_server.settings import ServerSettings
+    from tests.enroll_server.conftest import server_overrides
+
+    defaults = ServerSettings.from_config(load_config(overrides=server_overrides(server_files, tmp_path), env={}),
+                                          env={"HYPERVER_API_KEY": API_KEY})
+    assert (defaults.docs, defaults.body_timeout_s) == (False, 30.0)
+    cfg = load_config(overrides=server_overrides(server_files, tmp_path, **{key: value}), env={})
+    with pytest.raises(ConfigError, match=text):
+        ServerSettings.from_config(cfg, env={"HYPERVER_API_KEY": API_KEY})
 
 
 def test_threshold_comes_from_the_generator_unless_configured(server_files, tmp_path):

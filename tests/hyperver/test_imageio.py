@@ -71,3 +71,30 @@ def test_modes_and_arrays():
         load_image(np.zeros((40, 40, 3), np.float32))
     with pytest.raises(ImageError, match="shape"):
         load_image(np.zeros((40, 40, 2), np.uint8))
+
+
+def _encoded(array: np.ndarray, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF", "PPM"])
+def test_16bit_greyscale_is_scaled_not_clipped(lfw_images, fmt):
+    """16-bit grey (Pillow mode 'I;16' / 'I') used to be clipped at 255 by convert('RGB'): a white image."""
+    grey = np.asarray(Image.open(lfw_images / "Zico" / "Zico_0001.jpg").convert("L"))
+    data = _encoded(grey.astype(np.uint16) * 257, fmt)             # full 16-bit range
+    assert Image.open(io.BytesIO(data)).mode in ("I;16", "I;16B", "I")
+    img = decode_image(data)
+    assert img.shape == (*grey.shape, 3) and img.dtype == np.uint8
+    assert (img == img[:, :, :1]).all()                             # still grey
+    assert np.abs(img[:, :, 0].astype(int) - grey).max() <= 1
+
+
+def test_32bit_greyscale_of_unknown_range_is_scaled_by_its_maximum():
+    ramp = np.tile(np.arange(0, 64 * 1000, 1000, dtype=np.int32), (40, 1))    # 0..63000 in a 32-bit TIFF
+    img = decode_image(_encoded(ramp, "TIFF"))
+    assert img[0, -1, 0] == 255 and img[0, 0, 0] == 0
+    assert np.abs(img[0, :, 0].astype(int) - np.rint(ramp[0] * 255 / 63000)).max() <= 1
+    small = np.tile(np.arange(64, dtype=np.int32) * 4, (40, 1))              # already 0..252: kept as is
+    assert (decode_image(_encoded(small, "TIFF"))[:, :, 0] == small).all()
