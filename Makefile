@@ -20,12 +20,17 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # The main job: LUT -> descriptor search -> enrollment server -> HTTP enrollment -> device unlock
-# checks -> identification both ways (enroll_server/demo.py), report in results/demo.json.
+# checks -> identification both ways (enroll_server/demo.py), report in cache/demo/demo.json
+# (git-ignored; the committed results/demo.json: `hyperver demo --out results/demo.json`).
+# The last line says how to get `hyperver` itself: it lives in the venv, not on PATH.
 demo: setup
 	$(BIN)/hyperver demo
+	@echo "To run hyperver yourself: source $(BIN)/activate (then: hyperver --help), or call $(BIN)/hyperver directly."
 
+# Default verbosity: one line per test file (its name, then a dot per test) so a slow file shows
+# which it is; skip reasons are listed at the end (addopts in pyproject.toml).
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest
 
 clean-cache:
 	rm -rf cache

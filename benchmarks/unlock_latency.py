@@ -169,7 +169,7 @@ def main() -> None:
         meta = {"backbone": cfg.get_path("hypernet.backbone")}
     else:
         raise SystemExit(f"generator not found: {generator} (pass --generator, or --untrained for a pipeline check)")
-    store = TemplateStore(cfg.get_path("artifacts.template_dir"))
+    store = TemplateStore(cfg.template_dir)   # under cache.root
     signer = Signer.generate()
     with torch.no_grad():
         emb = torch.nn.functional.normalize(torch.randn(1, 128, generator=torch.Generator().manual_seed(0)), dim=1)

@@ -7,13 +7,28 @@ from __future__ import annotations
 import argparse
 
 
+# What the server refuses to start without, and what moves it; --help adds the configured values.
+NEEDS = ("Needs an API key: HYPERVER_API_KEY (comma-separated) or server.api_keys, and a signing key: "
+         "HYPERVER_SERVER_KEY or artifacts.signing_key (`hyperver artifact keygen`). Optional: HYPERVER_GENERATOR "
+         "(else server.generator_path, else hypernet.generator_path), HYPERVER_SERVER_STATE (else server.state_dir).")
+
+
 def configure(p: argparse.ArgumentParser) -> None:
+    p.epilog = NEEDS
     p.add_argument("--host", default=None, help="bind address (default: server.host)")
     p.add_argument("--port", type=int, default=None, help="port (default: server.port)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--verbose", action="store_true",
+                   help="also show third-party start-up logs (faiss's loader, TensorFlow, absl), hidden by default")
 
 
 def run(args: argparse.Namespace) -> int:
+    from hyperver.quiet import quiet_third_party
+
+    # Before anything imports tensorflow or faiss: their INFO lines ("Could not load library with
+    # AVX512 support", oneDNN) read like failures at start-up but are normal.
+    quiet_third_party(args.verbose)
+
     import logging
 
     import uvicorn

@@ -2,15 +2,20 @@
 
 1. the device profile: the shipped TFLite LUT of this CPU, or (``--measure-lut``) a quick one
    measured here;
-2. the device's descriptor: NAC + QuickSelect search under a latency budget, the subnet exported
-   (BN recalibrated on LFW training images) to TFLite;
-3. the enrollment server started on 127.0.0.1 (a temporary registry and an ephemeral signing key);
-4. one-shot enrollment of each sample person over HTTP (photo in, signed per-user TFLite model out);
-5. unlock checks on the "device": every downloaded artifact, verified against the server's public
+2. the device's descriptor: NAC + QuickSelect search under a latency budget;
+3. the found subnet exported (BN recalibrated on LFW training images) to ONNX and TFLite;
+4. the enrollment server started on 127.0.0.1 (a temporary registry and an ephemeral signing key);
+5. one-shot enrollment of each sample person over HTTP (photo in, signed per-user TFLite model out);
+6. unlock checks on the "device": every downloaded artifact, verified against the server's public
    key, scores every probe photo with the device runtime (numpy + TFLite, no torch);
-6. 1:N identification of every probe both ways: the searched descriptor + nearest neighbour
+7. 1:N identification of every probe both ways: the searched descriptor + nearest neighbour
    (faiss), and every enrolled user's verifier f (highest score, rejected below its threshold);
-7. a short report (printed, and ``results/demo.json``) pointing at the full reports.
+8. a short report (printed, and ``<cache.root>/demo/demo.json``) pointing at the full reports.
+
+The report goes to the (git-ignored) work folder so that a first run leaves a clone clean; the
+committed ``results/demo.json`` is refreshed on purpose: ``hyperver demo --out results/demo.json``.
+Third-party log noise (TensorFlow, TFLite, absl, faiss) goes to ``<work_dir>/third_party.log``
+unless ``--verbose``.
 
 The sample photos (``assets/demo_photos``, picked by a fixed rule in
 ``scripts/pick_demo_photos.py``) are LFW *training* people: the demo shows the system working,
@@ -22,17 +27,21 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import secrets
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from hyperver.errors import HyperVerError
 
-STEPS = 7
+if TYPE_CHECKING:
+    from hyperver.config import Config
+
+STEPS = 8
 REPORTS = {"paradigm comparison": "results/paradigms.md", "per-user verifiers": "results/hypernet_lfw.json",
            "device search": "results/search.json", "SuperNet subnets": "results/supernet_subnets_lfw.json",
            "LUT fidelity": "results/lut_fidelity.json", "server load": "results/server_load.json"}
@@ -49,7 +58,12 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="latency budget as a fraction of the largest subnet's (default: demo.budget_rel)")
     p.add_argument("--measure-lut", action="store_true",
                    help="measure a quick TFLite LUT on this machine instead of using the shipped profile")
-    p.add_argument("--out", default=None, help="results JSON (default: demo.out)")
+    p.add_argument("--out", default=None,
+                   help="report JSON (default: demo.out; null: demo.json in the work folder demo.work_dir, under "
+                        "the cache). Refresh the committed report on purpose: --out results/demo.json")
+    p.add_argument("--verbose", action="store_true",
+                   help="show third-party log output (TensorFlow, TFLite, absl, faiss, warnings) here instead of "
+                        "in third_party.log in the work folder")
 
 
 class Progress:
@@ -64,6 +78,26 @@ class Progress:
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
+
+
+def demo_paths(cfg: Config, out: str | None = None) -> tuple[Path, Path]:
+    """(work folder, report path) of a demo run: ``demo.work_dir`` under ``cache.root`` when
+    relative, the report ``--out`` or ``demo.out`` or, by default, ``<work folder>/demo.json``
+    (git-ignored: a newcomer's first command must not dirty the tracked ``results/demo.json``)."""
+    work = cfg.cache_dir("demo.work_dir", "demo")
+    report = out or cfg.get_path("demo.out", None)
+    return work, Path(report) if report else work / "demo.json"
+
+
+def _shown(path: str | Path) -> str:
+    """``path`` relative to the working folder when it is inside it (shorter to read)."""
+    rel = os.path.relpath(Path(path).resolve())
+    return str(path) if rel.startswith("..") else rel
+
+
+def _quiet_stdout(verbose: bool):
+    """The TFLite converter prints every model's whole signature to stdout."""
+    return contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
 
 
 def _load_manifest(photos_dir: Path) -> dict[str, Any]:
@@ -142,12 +176,40 @@ def _enroll_over_http(http, manifest: dict[str, Any], photos_dir: Path,
 
 
 def run(args: argparse.Namespace) -> int:
+    from hyperver.quiet import native_output_to, quiet_third_party
+
+    quiet_third_party(args.verbose)     # first: TensorFlow reads TF_CPP_MIN_LOG_LEVEL when it is imported
+
+    from hyperver.config import load_config
+    from hyperver.errors import ConfigError
+
+    cfg = load_config(args.config, args.overrides)
+    dc = cfg.get_path("demo")
+    photos_dir = Path(args.photos or dc["photos_dir"])
+    manifest = _load_manifest(photos_dir)
+    budget_rel = float(dc["budget_rel"] if args.budget_rel is None else args.budget_rel)
+    if budget_rel <= 0:
+        raise ConfigError(f"--budget-rel must be a positive fraction of the largest subnet's latency, got {budget_rel}")
+    work, out = demo_paths(cfg, args.out)
+    work.mkdir(parents=True, exist_ok=True)
+    log = None if args.verbose else work / "third_party.log"
+    if log is not None:
+        log.write_text("")      # this run's output only
+        print(f"(third-party log output goes to {_shown(log)}; --verbose shows it here)", flush=True)
+    with native_output_to(log):
+        return _demo(args, cfg, manifest, photos_dir, budget_rel, work, out)
+
+
+def _demo(args: argparse.Namespace, cfg: Config, manifest: dict[str, Any], photos_dir: Path, budget_rel: float,
+          work: Path, out: Path) -> int:
     import base64
 
     from hyperver.align import Aligner
     from hyperver.config import load_config
     from hyperver.data.imageio import load_image
-    from hyperver.errors import ConfigError
+    from hyperver.descriptor import load_supernet_weights
+    from hyperver.descriptor.data import load_bn_calibration
+    from hyperver.descriptor.report import export_subnet
     from hyperver.device.artifact import open_artifact
     from hyperver.device.runtime import DeviceVerifier
     from hyperver.device.signing import Signer, TrustedKeys
@@ -158,22 +220,14 @@ def run(args: argparse.Namespace) -> int:
     from .process import ServerProcess
 
     progress = Progress()
-    cfg = load_config(args.config, args.overrides)
     dc = cfg.get_path("demo")
-    photos_dir = Path(args.photos or dc["photos_dir"])
-    manifest = _load_manifest(photos_dir)
-    work = Path(dc["work_dir"])
-    work.mkdir(parents=True, exist_ok=True)
-    budget_rel = float(dc["budget_rel"] if args.budget_rel is None else args.budget_rel)
-    if budget_rel <= 0:
-        raise ConfigError(f"--budget-rel must be a positive fraction of the largest subnet's latency, got {budget_rel}")
 
     # 1. device profile ------------------------------------------------------------------------------
     if args.measure_lut:
         progress("measuring a quick TFLite LUT on this machine (1 thread)")
         quick = dict(cfg.get_path("search.lut"), **dc["quick_lut"])
         lcfg = load_config(args.config, list(args.overrides) + [f"search.lut={json.dumps(quick)}"])
-        with contextlib.redirect_stdout(io.StringIO()):   # the TFLite converter prints every model's signature
+        with _quiet_stdout(args.verbose):
             profile = lut_measure(lcfg, "tflite", 1, name="demo_this_cpu_tflite_t1", out_dir=str(work / "devices"))
         device = str(work / "devices" / f"{profile.name}.json")
     else:
@@ -182,20 +236,31 @@ def run(args: argparse.Namespace) -> int:
         progress(f"device profile {profile.name}: {profile.runtime}, {profile.threads} thread(s), shipped LUT")
 
     # 2. the device's descriptor ---------------------------------------------------------------------
-    progress(f"searching the descriptor: NAC + QuickSelect under {budget_rel:.0%} of the largest subnet's latency, "
-             f"{dc['generations']} generations")
+    # Most of this step is fitting the accuracy predictors; the evolution itself takes seconds.
+    progress(f"searching the descriptor: fitting the accuracy predictors (LightGBM comparator, MLP), then NAC + "
+             f"QuickSelect under {budget_rel:.0%} of the largest subnet's latency, {dc['generations']} generations")
     scfg = load_config(args.config, list(args.overrides) + [f"search.evolution.generations={int(dc['generations'])}"])
-    with contextlib.redirect_stdout(io.StringIO()):   # the TFLite converter prints its whole signature
-        found = run_search(scfg, device, budget_rel=budget_rel, methods=("nac_quickselect",),
-                           out_dir=str(work / "descriptor"), calibration_sources=["lfw_train"],
-                           calibration_limit=int(dc["bn_images"]))[0]
-    d_tflite = found["files"]["tflite"]
-    d_ms = tflite_latency(d_tflite, 1, 5, 30)["median_ms"]
+    net = load_supernet_weights(scfg.get_path("search.supernet_weights"))
+    found = run_search(scfg, device, budget_rel=budget_rel, methods=("nac_quickselect",),
+                       out_dir=str(work / "descriptor"), export=False, net=net)[0]
     print(f"      found {found['arch_id']}: {found['params'] / 1e6:.2f} M params, LUT {found['predicted_latency_ms']:.2f} ms "
-          f"(budget {found['budget_ms']:.2f} ms), measured {d_ms:.2f} ms, search {found['search_s']:.1f} s, "
+          f"(budget {found['budget_ms']:.2f} ms), search {found['search_s']:.1f} s, "
           f"{found['comparator_calls']:,} comparator calls", flush=True)
 
-    # 3. the enrollment server -------------------------------------------------------------------------
+    # 3. its export (what run_search(export=True) does, as a step of its own) --------------------------
+    bn_images = int(scfg.get_path("supernet.bn_images"))
+    progress(f"exporting the descriptor: BN recalibration on up to {min(bn_images, int(dc['bn_images']))} LFW training "
+             f"images, ONNX, TFLite (TensorFlow's converter)")
+    calib = load_bn_calibration(scfg, ["lfw_train"], int(dc["bn_images"]))
+    with _quiet_stdout(args.verbose):
+        exported = export_subnet(net, found["arch"], work / "descriptor", calib, bn_images=bn_images,
+                                 name=f"{found['device']}_{found['budget_ms']:.2f}ms_{found['method']}")
+    found["files"] = exported["files"]
+    d_tflite = found["files"]["tflite"]
+    d_ms = tflite_latency(d_tflite, 1, 5, 30)["median_ms"]
+    print(f"      {_shown(d_tflite)}: measured {d_ms:.2f} ms (TFLite, 1 thread)", flush=True)
+
+    # 4. the enrollment server -------------------------------------------------------------------------
     progress("starting the enrollment server on 127.0.0.1")
     state = Path(tempfile.mkdtemp(prefix="state_", dir=work))
     api_key = secrets.token_urlsafe(16)
@@ -211,13 +276,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"      {server.url}: f {health['f_version']}, threshold {health['threshold']:.3f} (FAR 1e-3 on LFW set 5)")
             public_key = base64.b64decode(http.get("/v1/signing-key").json()["public_key"])
 
-            # 4. enrollment over HTTP ---------------------------------------------------------------
+            # 5. enrollment over HTTP ---------------------------------------------------------------
             progress(f"enrolling {len(manifest['enrolled'])} people over HTTP (one photo each)")
             models, enroll_ms = _enroll_over_http(http, manifest, photos_dir, work / "models")
     finally:
         server.stop()
 
-    # 5. unlock checks on the device ---------------------------------------------------------------
+    # 6. unlock checks on the device ---------------------------------------------------------------
     progress("unlock checks on the device: signed artifacts x probe photos (TFLite, 1 thread)")
     trusted = TrustedKeys([public_key])
     accepted = cfg.get_path("device.accepted_f_versions")
@@ -242,7 +307,7 @@ def run(args: argparse.Namespace) -> int:
     tar = float(accepted_m[genuine].mean())
     far = float(accepted_m[~genuine].mean())
 
-    # 6. identification both ways ----------------------------------------------------------------
+    # 7. identification both ways ----------------------------------------------------------------
     progress("1:N identification of every probe: descriptor + nearest neighbour vs per-user verifiers")
     import faiss
 
@@ -250,6 +315,8 @@ def run(args: argparse.Namespace) -> int:
     gallery = np.stack([embed(gallery_crops[u]) for u in users])
     index = faiss.IndexFlatIP(gallery.shape[1])
     index.add(gallery)
+    print("      the descriptor's cosine threshold at FAR 1e-3 on LFW set 5 (aligned + embedded once, then cached)",
+          flush=True)
     cos_threshold = _embedding_threshold(cfg, found["files"]["safetensors"], float(cfg.get_path("eval.far_targets")[0]),
                                          dc["threshold_images"])
     ident = []
@@ -272,7 +339,7 @@ def run(args: argparse.Namespace) -> int:
     enrolled = [r for r in ident if r["truth"]]
     closed = lambda k: float(np.mean([r[k] == r["truth"] for r in enrolled]))   # noqa: E731
 
-    # 7. report ----------------------------------------------------------------------------------
+    # 8. report ----------------------------------------------------------------------------------
     progress("report")
     figures = {
         "device": profile.name, "budget_rel": budget_rel,
@@ -289,7 +356,7 @@ def run(args: argparse.Namespace) -> int:
                            "embedding_cosine_threshold_far_1e3_set5": cos_threshold},
         "wall_s": progress.elapsed,
     }
-    out = write_result(args.out or dc["out"], figures)
+    out = write_result(out, figures)
     print(f"\nHyperVer demo: {len(users)} users enrolled over HTTP, {len(probes)} probes, {progress.elapsed:.0f} s")
     print(f"  descriptor for {profile.name} at {budget_rel:.0%} budget: {found['params'] / 1e6:.2f} M params, "
           f"{d_ms:.2f} ms TFLite (budget {found['budget_ms']:.2f} ms)")
@@ -300,7 +367,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  identification, rank-1 of the {len(enrolled)} enrolled people's probes: embedding "
           f"{closed('embedding_nearest'):.0%}, per-user {closed('per_user_best'):.0%}; open-set at the FAR 1e-3 thresholds "
           f"(incl. rejecting the stranger): embedding {right('embedding'):.0%}, per-user {right('per_user'):.0%}")
-    print(f"  written: {out}; full reports: " + ", ".join(f"{k} {v}" for k, v in REPORTS.items() if Path(v).exists()))
+    print(f"  written: {_shown(out)}; full reports: " + ", ".join(f"{k} {v}" for k, v in REPORTS.items() if Path(v).exists()))
     return 0
 
 

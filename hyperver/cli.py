@@ -7,11 +7,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import shlex
 import sys
-from typing import Callable
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from .config import Config, load_config
-from .errors import ConfigError, HyperVerError
+from .errors import ConfigError, HyperVerError, ModelFileError
+
+if TYPE_CHECKING:   # type hints only: the CLI imports torch-heavy modules inside the commands that need them
+    from .device.signing import Signer
+    from .hypernet.model_io import UserModel
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -22,6 +31,54 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def _cfg(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.overrides)
+
+
+# -- help texts show the value behind each config key they name --------------------------------
+SECRET_KEYS = {"artifacts.signing_key", "server.api_keys"}   # help says whether these are set, never what
+# A dotted lower-case name that is not part of a path, a KEY=VALUE example or a "key: value" example.
+_KEY_IN_TEXT = re.compile(r"(?<![\w./=-])([a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+)(?![\w/=:-]|\.\w)")
+_MISSING = object()
+
+
+@lru_cache(maxsize=1)
+def _help_config() -> Config | None:
+    """What a user gets without --config/--set: the base config + HYPERVER_* variables (None if it fails)."""
+    try:
+        return load_config()
+    except ConfigError:
+        return None
+
+
+def with_config_values(text: str, cfg: Mapping | None = None, percent: bool = False) -> str:
+    """``text`` with every config key it names followed by its value: 'server.port' -> 'server.port = 8080'.
+
+    ``percent``: escape '%' in the inserted values (argparse %-formats help strings).
+    """
+    cfg = _help_config() if cfg is None else Config(cfg)
+    if cfg is None:
+        return text
+
+    def shown(m: re.Match) -> str:
+        key = m.group(1)
+        value = cfg.get_path(key, _MISSING)
+        if value is _MISSING or isinstance(value, Mapping):
+            return key
+        if key in SECRET_KEYS:
+            value = "(set)" if value else value
+        value = value if isinstance(value, str) else json.dumps(value)
+        return f"{key} = {value.replace('%', '%%') if percent else value}"
+
+    return _KEY_IN_TEXT.sub(shown, text)
+
+
+class ConfigHelpFormatter(argparse.HelpFormatter):
+    """Adds the config values to help texts, only when help is printed (no config load otherwise)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        return with_config_values(super()._get_help_string(action) or "", percent=True)
+
+    def _format_text(self, text: str) -> str:
+        return super()._format_text(with_config_values(text, percent="%(prog)" in text))
 
 
 # -- cache --------------------------------------------------------------------------------------
@@ -303,7 +360,7 @@ def _run_search(args: argparse.Namespace) -> int:
 
 # -- hypernetwork ---------------------------------------------------------------------------------
 def _conf_hypernet_train(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--resume", action="store_true", help="continue from hypernet.checkpoint_dir/last.pt")
+    p.add_argument("--resume", action="store_true", help="continue from last.pt in hypernet.checkpoint_dir")
     p.add_argument("--max-minutes", type=float, default=None)
     p.add_argument("--init-from", default=None,
                    help="start from an exported generator (e.g. the committed asset) instead of a pre-trained f body")
@@ -318,35 +375,181 @@ def _run_hypernet_train(args: argparse.Namespace) -> int:
 
 def _conf_enroll(p: argparse.ArgumentParser) -> None:
     p.add_argument("photos", nargs="+", help="one or more photos of the user (embeddings are averaged)")
-    p.add_argument("-o", "--output", required=True, help="where to write the per-user model")
-    p.add_argument("--generator", required=True, help="trained generator (.safetensors)")
+    p.add_argument("-o", "--output", required=True, metavar="NAME",
+                   help="writes NAME.hv (for `verify`) and, when a signing key is set, the signed NAME.hva "
+                        "(for `unlock`)")
+    p.add_argument("--generator", default=None, help="trained generator (default: hypernet.generator_path)")
     p.add_argument("--flip", action="store_true", help="also average the mirrored photos' embeddings")
     p.add_argument("--threshold", type=float, default=None, help="override the generator's decision threshold")
+    p.add_argument("--user-id", default=None, help="user id recorded in the .hva (default: NAME's file name)")
+    p.add_argument("--no-artifact", action="store_true",
+                   help="no .hva even when a signing key is set (HYPERVER_SERVER_KEY or artifacts.signing_key)")
+
+
+def _enroll_paths(output: str) -> tuple[Path, Path]:
+    """(NAME.hv, NAME.hva) for -o NAME; a trailing .hv or .hva on NAME is dropped first."""
+    name = str(output)
+    if name.endswith(("/", "\\")) or Path(name).is_dir():
+        raise ConfigError(f"-o {name}: give a file name (NAME -> NAME.hv and NAME.hva), not a folder")
+    for suffix in (".hva", ".hv"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return Path(name + ".hv"), Path(name + ".hva")
+
+
+def _write_artifact(cfg: Config, signer: Signer, user: UserModel, path: Path, user_id: str) -> dict[str, Any]:
+    from .device.builder import ArtifactBuilder
+
+    builder = ArtifactBuilder(cfg, signer=signer)
+    if not builder.store.path(user.spec.version, builder.runtime, builder.precision).is_file():
+        print(f"hyperver enroll: exporting f's {builder.runtime}-{builder.precision} template once (~10 s) "
+              f"to {builder.store.root}", file=sys.stderr)
+    data = builder.build(user, meta={"user_id": user_id})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return {"artifact": str(path), "artifact_bytes": len(data), "key_id": signer.key_id,
+            "public_key": signer.public_b64}
 
 
 def _run_enroll(args: argparse.Namespace) -> int:
+    from .device.signing import SIGNER_ENV, find_signer
     from .hypernet.enroll import Enroller
 
-    enroller = Enroller(args.generator, _cfg(args), threshold=args.threshold)
+    cfg = _cfg(args)
+    model_path, artifact_path = _enroll_paths(args.output)
+    # Load the key before any work: a key that is set but unusable must fail, never skip signing silently.
+    signer = None if args.no_artifact else find_signer(cfg)
+    generator = args.generator or str(cfg.get_path("hypernet.generator_path"))
+    if args.generator is None and not Path(generator).expanduser().is_file():
+        raise ModelFileError(f"generator not found: {generator} (hypernet.generator_path, relative to the working "
+                             "folder: run from the repository root, or pass --generator)")
+    enroller = Enroller(Path(generator).expanduser(), cfg, threshold=args.threshold)
     user = enroller.enroll(args.photos, flip_average=args.flip)
-    path = user.save(args.output)
-    print(json.dumps({"output": str(path), "f_version": user.spec.version, "threshold": user.threshold,
-                      "bytes": path.stat().st_size}))
+    path = user.save(model_path)
+    out = {"output": str(path), "f_version": user.spec.version, "threshold": user.threshold,
+           "bytes": path.stat().st_size}
+    if signer is not None:
+        out.update(_write_artifact(cfg, signer, user, artifact_path, args.user_id or model_path.name[:-3]))
+    print(json.dumps(out))
+    if signer is not None:
+        print(f"next: hyperver unlock --model {shlex.quote(str(artifact_path))} --image PHOTO "
+              f"--trusted-key {signer.public_b64}", file=sys.stderr)
+    elif not args.no_artifact:
+        key = "~/.hyperver_server_key.pem"
+        print(f"hyperver enroll: no signing key set, so no {artifact_path} for `hyperver unlock`; make one once: "
+              f"`hyperver artifact keygen -o {key}`, `export {SIGNER_ENV}={key}`, then enroll again", file=sys.stderr)
     return 0
 
 
 def _conf_verify(p: argparse.ArgumentParser) -> None:
-    p.add_argument("user_model", help="per-user model written by `hyperver enroll`")
-    p.add_argument("photo", help="probe photo with exactly one face")
+    p.add_argument("user_model", nargs="?", help="per-user model (.hv) written by `hyperver enroll`")
+    p.add_argument("photo", nargs="?", help="probe photo with exactly one face")
+    batch = p.add_mutually_exclusive_group()
+    batch.add_argument("--photos", nargs="+", metavar="PATH",
+                       help="batch: these photos and the images in these folders, scored with USER_MODEL")
+    batch.add_argument("--pairs", metavar="FILE",
+                       help="batch: a 'USER_MODEL PHOTO' per line (paths relative to FILE's folder; # comments)")
 
 
-def _run_verify(args: argparse.Namespace) -> int:
+# A batch job: (user model path or None, photo path or None, the fields its output line starts with).
+_Job = tuple[str | None, str | None, dict[str, Any]]
+
+
+def _photo_jobs(user_model: str, paths: list[str]) -> list[_Job]:
+    from .data.folder import IMAGE_SUFFIXES
+
+    jobs: list[_Job] = []
+    for path in map(Path, paths):
+        try:
+            files = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()) \
+                if path.is_dir() else [path]   # a named file is always tried: a bad one becomes an error line
+        except OSError as exc:
+            raise ConfigError(f"cannot list {path}: {exc.strerror or exc}") from None
+        jobs += [(user_model, str(f), {"photo": str(f)}) for f in files]
+    if not jobs:
+        raise ConfigError(f"no photos in {' '.join(paths)} (images: {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return jobs
+
+
+def _pair_jobs(file: str) -> list[_Job]:
+    path = Path(file)
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        raise ConfigError(f"pairs file {file}: {exc.strerror or exc}") from None
+
+    def resolve(p: str) -> str:
+        q = Path(p).expanduser()
+        return str(q if q.is_absolute() else path.parent / q)
+
+    jobs: list[_Job] = []
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = [x.strip() for x in (line.split("\t") if "\t" in line else line.split(None, 1))]
+        if len(parts) != 2 or not all(parts):
+            jobs.append((None, None, {"line": n, "error": f"{file}:{n}: expected 'USER_MODEL PHOTO'"}))
+            continue
+        model, photo = map(resolve, parts)
+        jobs.append((model, photo, {"line": n, "user_model": model, "photo": photo}))
+    if not jobs:
+        raise ConfigError(f"pairs file {file} has no 'USER_MODEL PHOTO' lines")
+    return jobs
+
+
+def _verify_batch(cfg: Config, jobs: list[_Job], users: dict[str, Any]) -> int:
+    """One JSON line per job, then a summary line; a bad photo or model is an error line, not the end."""
     from .api import get_aligner
     from .hypernet.enroll import verify
     from .hypernet.model_io import UserModel
 
+    aligner = get_aligner(cfg)   # loaded once for the whole batch: the point of batch mode
+    limits = {k: cfg.get_path(f"image.{k}") for k in ("max_bytes", "max_pixels", "min_side")}
+    counts, total_ms = {"match": 0, "no_match": 0, "errors": 0}, 0.0
+    for model, photo, fields in jobs:
+        row = dict(fields)
+        if "error" not in row:
+            try:
+                if model not in users:
+                    try:
+                        users[model] = UserModel.load(model)
+                    except HyperVerError as exc:
+                        users[model] = str(exc)    # reported on each of its lines, loaded only once
+                if isinstance(users[model], str):
+                    raise ModelFileError(users[model])
+                t0 = time.perf_counter()
+                row.update(verify(users[model], photo, aligner, limits))
+                row["ms"] = round(1e3 * (time.perf_counter() - t0), 2)
+                total_ms += row["ms"]
+            except HyperVerError as exc:
+                row["error"] = str(exc)
+        counts["errors" if "error" in row else "match" if row["match"] else "no_match"] += 1
+        print(json.dumps(row), flush=True)
+    scored = counts["match"] + counts["no_match"]
+    print(json.dumps({"summary": {"photos": len(jobs), **counts,
+                                  "mean_ms": round(total_ms / scored, 2) if scored else None}}))
+    return 2 if counts["errors"] else 0
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from .hypernet.model_io import UserModel
+
     cfg = _cfg(args)
-    res = verify(UserModel.load(args.user_model), args.photo, get_aligner(cfg),
+    if args.pairs:
+        if args.user_model:
+            raise ConfigError("verify --pairs FILE takes no USER_MODEL: each line names its own")
+        return _verify_batch(cfg, _pair_jobs(args.pairs), {})
+    if not args.user_model or bool(args.photo) == bool(args.photos):
+        raise ConfigError("verify needs USER_MODEL PHOTO, USER_MODEL --photos PATH..., or --pairs FILE")
+    user = UserModel.load(args.user_model)   # a bad model ends the command (exit 2) before any photo
+    if args.photos:
+        return _verify_batch(cfg, _photo_jobs(args.user_model, args.photos), {args.user_model: user})
+    from .api import get_aligner
+    from .hypernet.enroll import verify
+
+    res = verify(user, args.photo, get_aligner(cfg),
                  {k: cfg.get_path(f"image.{k}") for k in ("max_bytes", "max_pixels", "min_side")})
     print(json.dumps(res))
     return 0 if res["match"] else 1
@@ -407,7 +610,8 @@ def _conf_artifact(p: argparse.ArgumentParser) -> None:
                    help="build: user model -> signed artifact; keygen: new Ed25519 signing key; "
                         "inspect: print an artifact's header and whether it verifies")
     p.add_argument("file", nargs="?", help="build: per-user model (.hv from `hyperver enroll`); inspect: artifact")
-    p.add_argument("-o", "--output", help="build: artifact path (.hva); keygen: private key PEM path")
+    p.add_argument("-o", "--output", help="build: artifact path (.hva); keygen: private key PEM path "
+                                           "(and the public key beside it: same name, .pub)")
     p.add_argument("--runtime", default=None, help="tflite | onnx (default: artifacts.runtime)")
     p.add_argument("--precision", default=None, help="fp32 | fp16 | int8 (default: artifacts.precision)")
     p.add_argument("--user-id", default=None, help="build: user id recorded in the artifact")
@@ -420,15 +624,19 @@ def _artifact_keygen(args: argparse.Namespace, cfg: Config) -> dict:
 
     if not args.output:
         raise ConfigError("artifact keygen needs -o PRIVATE_KEY.pem")
+    out = Path(args.output)
+    public = out.with_suffix(".pub") if out.suffix == ".pem" else out.with_name(out.name + ".pub")
+    for path in (out, public):
+        if path.exists():
+            raise ConfigError(f"{path} exists; refusing to overwrite a signing key")
     signer = Signer.generate()
-    try:
-        fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)   # never overwrite a key
-    except FileExistsError:
-        raise ConfigError(f"{args.output} exists; refusing to overwrite a signing key") from None
-    with os.fdopen(fd, "wb") as f:
-        f.write(signer.private_pem())
-    return {"private_key": args.output, "public_key": signer.public_b64, "key_id": signer.key_id,
-            "server": f"HYPERVER_SERVER_KEY={args.output}", "device": f"HYPERVER_TRUSTED_KEYS={signer.public_b64}"}
+    for path, data, mode in ((out, signer.private_pem(), 0o600), (public, signer.public_pem(), 0o644)):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)   # never overwrite a key
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    return {"private_key": args.output, "public_key_file": str(public), "public_key": signer.public_b64,
+            "key_id": signer.key_id, "server": f"HYPERVER_SERVER_KEY={args.output}",
+            "device": f"HYPERVER_TRUSTED_KEYS={signer.public_b64}"}
 
 
 def _artifact_build(args: argparse.Namespace, cfg: Config) -> dict:
@@ -477,10 +685,12 @@ def _run_artifact(args: argparse.Namespace) -> int:
 
 
 def _conf_unlock(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="signed per-user artifact (.hva) from the enrollment server")
+    p.add_argument("--model", required=True,
+                   help="signed per-user artifact (.hva) from `hyperver enroll` or the enrollment server")
     p.add_argument("--image", required=True, help="probe photo with exactly one face")
     p.add_argument("--trusted-key", action="append", default=[], metavar="KEY",
-                   help="also trust this Ed25519 public key (base64 or PEM file; repeatable)")
+                   help="also trust this public key: the .pub from `artifact keygen`, or its base64 (repeatable; "
+                        "besides device.trusted_keys, or HYPERVER_TRUSTED_KEYS which wins over it)")
 
 
 def _run_unlock(args: argparse.Namespace) -> int:
@@ -529,8 +739,11 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
                 _conf_fit_gap, _run_fit_gap),
     "compare": ("embedding + nearest neighbour vs per-user verifiers: accuracy, identification, device cost vs N",
                 _conf_compare, _run_compare),
-    "enroll": ("one-shot enrollment: photo(s) -> per-user model", _conf_enroll, _run_enroll),
-    "verify": ("score a photo with a per-user model (exit 0 match, 1 no match, 2 error)", _conf_verify, _run_verify),
+    "enroll": ("one-shot enrollment: photo(s) -> per-user model NAME.hv, + signed NAME.hva when a key is set",
+               _conf_enroll, _run_enroll),
+    "verify": ("score a photo with a per-user model (exit 0 match, 1 no match, 2 error); --photos/--pairs: "
+               "many in one process, a JSON line each + a summary (exit 0 all scored, 2 any error)",
+               _conf_verify, _run_verify),
     "artifact": ("signed per-user TFLite/ONNX artifacts: build, keygen, inspect", _conf_artifact, _run_artifact),
     "unlock": ("on-device check: signed artifact + probe photo (exit 0 unlock, 1 deny, 2 error)", _conf_unlock,
                _run_unlock),
@@ -566,10 +779,11 @@ def _unavailable(name: str, exc: Exception) -> Callable:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hyperver", description="HyperVer: on-device face unlock toolkit")
+    parser = argparse.ArgumentParser(prog="hyperver", description="HyperVer: on-device face unlock toolkit",
+                                     formatter_class=ConfigHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (help_text, configure, run) in {**COMMANDS, **plugin_commands()}.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=ConfigHelpFormatter)
         _add_common(p)
         configure(p)
         p.set_defaults(func=run)

@@ -51,6 +51,22 @@ class Config(dict):
     def cache_root(self) -> Path:
         return Path(os.path.expanduser(str(self.get_path("cache.root")))).resolve()
 
+    def cache_dir(self, dotted: str, default: str) -> Path:
+        """A folder that belongs to the cache (``artifacts.template_dir``, ``demo.work_dir``).
+
+        A relative value, or null (= ``default``), resolves under ``cache.root``, so that
+        ``HYPERVER_CACHE`` moves it too instead of a ``cache/`` appearing in the working folder;
+        an absolute (or ``~``) path is used as it is.
+        """
+        value = self.get_path(dotted, None)
+        path = Path(os.path.expanduser(str(value if value not in (None, "") else default)))
+        return path if path.is_absolute() else self.cache_root / path
+
+    @property
+    def template_dir(self) -> Path:
+        """f's exported templates (hyperver.device.templates.TemplateStore), under the cache root."""
+        return self.cache_dir("artifacts.template_dir", "f_templates")
+
     @property
     def models_dir(self) -> Path:
         """Folder of the third-party model files (hyperver.model_files)."""

@@ -14,7 +14,7 @@ class ArtifactBuilder:
 
     def __init__(self, cfg: Config, signer: Signer | None = None, store: TemplateStore | None = None):
         self.signer = signer or load_signer(cfg)
-        self.store = store or TemplateStore(cfg.get_path("artifacts.template_dir"))
+        self.store = store or TemplateStore(cfg.template_dir)
         self.runtime = str(cfg.get_path("artifacts.runtime"))
         self.precision = str(cfg.get_path("artifacts.precision"))
 

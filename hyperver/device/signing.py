@@ -85,6 +85,12 @@ class Signer:
         return base64.b64encode(self._key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                                                         serialization.NoEncryption())).decode()
 
+    def public_pem(self) -> bytes:
+        from cryptography.hazmat.primitives import serialization
+
+        return self._key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+
     def private_pem(self) -> bytes:
         from cryptography.hazmat.primitives import serialization
 
@@ -111,6 +117,9 @@ class TrustedKeys:
         raws = []
         for i, value in enumerate(v for v in values if str(v).strip()):
             kind, material = _key_material(str(value), f"trusted key #{i + 1}")
+            if kind == "pem" and b"PRIVATE KEY" in material:   # e.g. the HYPERVER_SERVER_KEY file by mistake
+                raise ConfigError(f"trusted key #{i + 1} is a private key; a device trusts the public key: the .pub "
+                                  "file `hyperver artifact keygen` wrote beside it, or its base64")
             if kind == "pem":
                 try:
                     key = serialization.load_pem_public_key(material)
@@ -127,8 +136,8 @@ class TrustedKeys:
         from cryptography.exceptions import InvalidSignature
 
         if not self.keys:
-            raise ModelFileError(f"no trusted signing key configured (device.trusted_keys or {TRUSTED_ENV}); "
-                                 "refusing to run an unverifiable model")
+            raise ModelFileError("no trusted signing key configured (--trusted-key, device.trusted_keys or "
+                                 f"{TRUSTED_ENV}); refusing to run an unverifiable model")
         for kid, key in self.keys.items():
             try:
                 key.verify(signature, data)
@@ -139,13 +148,22 @@ class TrustedKeys:
                              f"(trusted: {', '.join(self.keys)})")
 
 
-def load_signer(cfg: Config, env: Mapping[str, str] | None = None) -> Signer:
+def find_signer(cfg: Config, env: Mapping[str, str] | None = None) -> Signer | None:
+    """The configured signing key (``HYPERVER_SERVER_KEY`` wins over artifacts.signing_key), None if neither is set.
+
+    A key that is set but unusable is an error, not None: a typo must not silently skip signing.
+    """
     env = os.environ if env is None else env
     value = env.get(SIGNER_ENV) or cfg.get_path("artifacts.signing_key", None)
-    if not value:
+    return Signer.from_value(str(value), "artifact signing key") if value else None
+
+
+def load_signer(cfg: Config, env: Mapping[str, str] | None = None) -> Signer:
+    signer = find_signer(cfg, env)
+    if signer is None:
         raise ConfigError(f"no artifact signing key: set {SIGNER_ENV} or artifacts.signing_key "
                           "(create one with `hyperver artifact keygen`)")
-    return Signer.from_value(str(value), "artifact signing key")
+    return signer
 
 
 def load_trusted_keys(cfg: Config, env: Mapping[str, str] | None = None, extra: Iterable[str] = ()) -> TrustedKeys:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,8 +36,10 @@ def test_demo_runs_end_to_end(tmp_path, data_root):
     proc = run_demo(tmp_path, data_root)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
-    for step in range(1, 8):
-        assert f"[{step}/7]" in out, out
+    from enroll_server.demo import STEPS
+
+    for step in range(1, STEPS + 1):
+        assert f"[{step}/{STEPS}]" in out, out
     assert "HyperVer demo: 4 users enrolled over HTTP, 9 probes" in out
     res = json.loads((tmp_path / "demo.json").read_text())
     assert res["command"].startswith("hyperver demo") or "demo" in res["command"]
@@ -67,3 +71,30 @@ def test_demo_says_what_is_missing(tmp_path, data_root):
     assert proc.returncode == 2 and "lut measure" in proc.stderr
     proc = run_demo(tmp_path, data_root, "--budget-rel", "0")
     assert proc.returncode == 2 and "--budget-rel must be a positive fraction" in proc.stderr
+
+
+def test_demo_report_defaults_to_an_ignored_file_in_the_cache(tmp_path, monkeypatch):
+    """A newcomer's `make demo` must leave `git status` clean: by default the report goes to the
+    git-ignored work folder under the cache root; results/demo.json only with --out."""
+    from hyperver.config import load_config
+
+    from enroll_server.demo import demo_paths
+
+    monkeypatch.chdir(REPO)
+    work, out = demo_paths(load_config(env={}))
+    assert work == REPO / "cache" / "demo" and out == work / "demo.json"
+    moved = load_config(env={"HYPERVER_CACHE": str(tmp_path)})
+    assert demo_paths(moved) == (tmp_path.resolve() / "demo", tmp_path.resolve() / "demo" / "demo.json")
+    assert demo_paths(moved, "results/demo.json")[1] == Path("results/demo.json")     # on purpose
+    assert demo_paths(load_config(overrides=[f"demo.out={tmp_path / 'r.json'}"], env={}))[1] == tmp_path / "r.json"
+
+    git = shutil.which("git")
+    inside = git and subprocess.run([git, "rev-parse", "--is-inside-work-tree"], cwd=REPO,
+                                    capture_output=True).returncode == 0
+    if not inside:
+        pytest.skip("not a git checkout: cannot check what git tracks and ignores")
+    rel = str(out.relative_to(REPO))
+    tracked = subprocess.run([git, "ls-files", "--error-unmatch", rel], cwd=REPO, capture_output=True)
+    assert tracked.returncode != 0, f"{rel} is tracked"
+    assert subprocess.run([git, "check-ignore", "-q", "--no-index", rel], cwd=REPO).returncode == 0, \
+        f"{rel} is not git-ignored"

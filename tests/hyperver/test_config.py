@@ -57,3 +57,14 @@ def test_every_shipped_experiment_config_loads():
     for path in configs:
         cfg = load_config(path, env={})
         assert cfg.get_path("supernet.phases"), path
+
+
+def test_cache_folders_resolve_under_the_cache_root(tmp_path):
+    """artifacts.template_dir / demo.work_dir: relative or null -> under cache.root, absolute kept."""
+    cfg = load_config(env={"HYPERVER_CACHE": str(tmp_path / "c")})
+    assert cfg.template_dir == (tmp_path / "c").resolve() / "f_templates"
+    assert cfg.cache_dir("demo.work_dir", "demo") == (tmp_path / "c").resolve() / "demo"
+    cfg = load_config(overrides=[f"cache.root={tmp_path}", "artifacts.template_dir=null",
+                                 f"demo.work_dir={tmp_path / 'abs'}"], env={})
+    assert cfg.template_dir == tmp_path.resolve() / "f_templates"
+    assert cfg.cache_dir("demo.work_dir", "demo") == tmp_path / "abs"

@@ -91,6 +91,31 @@ def test_template_cache_reloads_and_rebuilds_a_corrupt_file(spec, theta, tmp_pat
     assert rebuilt.instantiate(theta) == first.instantiate(theta)
 
 
+def test_templates_follow_the_cache_root(spec, theta, signer, tmp_path, monkeypatch):
+    """artifacts.template_dir resolves under cache.root (HYPERVER_CACHE), not in the working folder."""
+    from pathlib import Path
+
+    from hyperver.config import load_config
+    from hyperver.device.builder import ArtifactBuilder
+    from hyperver.hypernet.model_io import UserModel
+
+    cwd, cache = tmp_path / "cwd", tmp_path / "elsewhere"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    cfg = load_config(env={"HYPERVER_CACHE": str(cache)})
+    assert cfg.template_dir == cache.resolve() / "f_templates"
+    user = UserModel(theta, spec, 1.5, np.ones(128, np.float32) / np.sqrt(128))
+    ArtifactBuilder(cfg, signer=signer).build(user, runtime="onnx")
+    assert (cache / "f_templates" / spec.version / "onnx-fp32.npz").is_file()
+    assert not (cwd / "cache").exists()          # the bug: a cache/ appeared in the working folder
+    # cache.root from a config or --set likewise; null = the default name; an absolute path is kept
+    assert load_config(overrides=[f"cache.root={cache}", "artifacts.template_dir=null"],
+                       env={}).template_dir == cache.resolve() / "f_templates"
+    assert load_config(overrides=[f"artifacts.template_dir={tmp_path / 't'}"], env={}).template_dir == tmp_path / "t"
+    server = Path(__file__).resolve().parents[3] / "configs" / "server.yaml"
+    assert load_config(server, env={"HYPERVER_CACHE": str(cache)}).template_dir == cache.resolve() / "f_templates"
+
+
 def test_bad_theta_is_refused(spec, template_store):
     template = template_store.get(spec, "onnx", "fp32")
     with pytest.raises(ModelFileError, match="needs 23009"):
