@@ -246,6 +246,7 @@ class FeatureCache:
         members = [FeatureCache(self.cfg, self.dataset, n) for n in self._embedder.member_names]
         for m in members:
             m.build(records, **build_kw)
+        self.align_store.reload()   # the members wrote crops through their own handles of this store
         keys = [k for k in dict.fromkeys(self.keys_for(records, progress=False))
                 if k not in self.embed_store and all(k in m.embed_store for m in members)]
         report = FeatureReport(self.dataset, len(records))

@@ -34,9 +34,10 @@ class ShardedStore:
                 _atomic_write(meta_path, json.dumps(dict(meta), indent=1, sort_keys=True))
         self._index: dict[str, tuple[int, int]] = {}
         self._shards: list[dict[str, np.ndarray]] = []
-        self._reload()
+        self.reload()
 
-    def _reload(self) -> None:
+    def reload(self) -> None:
+        """Re-read the shards from disk (another handle of the same folder may have written)."""
         self._index.clear()
         self._shards.clear()
         for shard_dir in sorted(self.dir.glob("shard-*")):
@@ -92,7 +93,7 @@ class ShardedStore:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
-        self._reload()
+        self.reload()
 
 
 def _atomic_write(path: Path, text: str) -> None:

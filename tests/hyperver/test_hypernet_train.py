@@ -62,8 +62,10 @@ def test_train_checkpoints_refuses_overwrite_resumes_and_reloads(tmp_path, data_
     from hyperver.hypernet.evaluate import load_trained
 
     gen, meta = load_trained(checkpoint=str(tmp_path / "ckpt" / "best.pt"))
-    assert meta["backbone"] == "dlib" and gen.spec.input_size == 32
-    thetas = gen(torch.nn.functional.normalize(torch.randn(3, 128), dim=1))
+    from hyperver.config import load_config
+
+    assert meta["backbone"] == load_config(env={}).get_path("hypernet.backbone") and gen.spec.input_size == 32
+    thetas = gen(torch.nn.functional.normalize(torch.randn(3, gen.embed_dim), dim=1))
     assert thetas.shape == (3, gen.spec.n_params) and torch.isfinite(thetas).all()
 
     # --init-from: a new run starts from an exported generator (its weights, not a pre-trained body)
