@@ -44,6 +44,17 @@ def test_photo_outcomes_on_real_photos(cfg):
     assert 0.0 <= out["refused_rate"] == (out["no_face"] + out["several_faces"]) / 12
 
 
+def test_detector_rule_prefers_chains_that_start_with_the_datasets_detector():
+    def det(spec, no_face, refused, ms):
+        return {"spec": spec, "celeba_no_face_rate": no_face, "celeba_refused_rate": refused, "ms_per_image": ms}
+
+    rows = {"fast": det(["yunet", "dlib_hog"], 0.003, 0.004, 18), "consistent": det(["dlib_hog", "yunet"], 0.004, 0.005, 30),
+            "hog": det("dlib_hog", 0.14, 0.15, 25)}
+    assert choose_detector(rows) == "consistent"          # hog alone misses too many
+    assert choose_detector(rows, {"max_celeba_no_face": 0.01, "first": None, "tie": 0.001}) == "fast"
+    assert choose_detector({"fast": rows["fast"]}) == "fast"   # nobody starts with dlib_hog: the others compete
+
+
 def test_pair_set_figures_on_a_separable_set():
     scores = np.r_[np.linspace(0.6, 0.9, 50), np.linspace(-0.2, 0.3, 50)]
     same = np.r_[np.ones(50, bool), np.zeros(50, bool)]
