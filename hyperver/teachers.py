@@ -59,10 +59,6 @@ def first_detector(spec: Any) -> str:
 SELECTION = {"tie_pairs": 2, "celeba_far": 1e-3}
 
 
-def _score_pairs(emb_a: np.ndarray, emb_b: np.ndarray) -> np.ndarray:
-    return np.sum(emb_a * emb_b, axis=1)
-
-
 def pair_set_figures(scores: np.ndarray, same: np.ndarray, far: float = 1e-3) -> dict[str, float]:
     """Threshold-free figures + in-sample best accuracy (for selection on a validation set only)."""
     _, acc = best_accuracy_threshold(scores, same)
@@ -73,17 +69,14 @@ def pair_set_figures(scores: np.ndarray, same: np.ndarray, far: float = 1e-3) ->
 
 def set5_figures(cfg: Config, embedder: str) -> dict[str, float]:
     """LFW View-2 fold 5 (the validation people): 300 genuine + 300 impostor pairs."""
+    from .eval.protocols import pair_scores
     from .features import FeatureCache
 
-    split = LFWSplit(open_dataset(cfg, "lfw"))
-    pairs = split.pairs([5])
+    pairs = LFWSplit(open_dataset(cfg, "lfw")).pairs([5])
     records = list({r.path: r for p in pairs for r in (p.a, p.b)}.values())
-    index = {r.path: i for i, r in enumerate(records)}
     emb = FeatureCache(cfg, "lfw", embedder).embeddings(records)
-    a = emb[[index[p.a.path] for p in pairs]]
-    b = emb[[index[p.b.path] for p in pairs]]
     same = np.array([p.same for p in pairs])
-    return pair_set_figures(_score_pairs(a, b), same, far=1e-2)
+    return pair_set_figures(pair_scores(pairs, records, emb), same, far=1e-2)
 
 
 def celeba_figures(cfg: Config, embedder: str, far: float = 1e-3) -> dict[str, float]:
@@ -120,7 +113,7 @@ def ms_per_face(cfg: Config, embedder: str, n: int = 40, repeats: int = 3) -> fl
     cache.build(records, workers=1, progress=False)
     faces = [FaceInput(_aligned_from_fields(cache.align_store.get(k), cache.aligner.detector.scheme), load_image(r.path))
              for r, k in zip(records, keys)]
-    model = build_embedder(_single_thread(cfg), embedder)
+    model = build_embedder(cfg, embedder)   # the packaged embedders run one thread by default
     model.embed(faces[:2])  # warm-up
     times = []
     for _ in range(repeats):
@@ -128,13 +121,6 @@ def ms_per_face(cfg: Config, embedder: str, n: int = 40, repeats: int = 3) -> fl
         model.embed(faces)
         times.append((time.perf_counter() - t0) / len(faces))
     return float(1000 * np.median(times))
-
-
-def _single_thread(cfg: Config) -> Config:
-    """The same config with every configured embedder pinned to one thread where it has the option."""
-    from .config import merge
-
-    return Config(merge(cfg, {"embed": {"workers": 1}}))
 
 
 # -- detectors --------------------------------------------------------------------------------------

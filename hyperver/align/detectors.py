@@ -7,7 +7,7 @@ with ``@DETECTORS.register("name")``; the aligner and embedders work with any sc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Protocol, Sequence, Union
+from typing import Any, Mapping, Protocol, Sequence, Union
 
 import numpy as np
 
@@ -145,8 +145,8 @@ class DetectorChain:
     """Several detectors tried in order (e.g. YuNet, then dlib HOG for what it misses).
 
     ``detect`` returns the first member's non-empty result (datasets: the face nearest the centre
-    is taken from it); :meth:`candidates` yields every member's result so the single-photo policy
-    can take the first member that finds exactly one face.
+    is taken from it); the single-photo policy (``Aligner.align_photo``) walks ``members`` itself to
+    take the first member that finds exactly one face.
     """
 
     name = "chain"
@@ -158,12 +158,9 @@ class DetectorChain:
         self.version = "+".join(m.version for m in self.members)
         self.scheme = self.members[0].scheme
 
-    def candidates(self, image: np.ndarray, upsample: int = 0) -> Iterator[list[FaceDetection]]:
-        for m in self.members:
-            yield m.detect(image, upsample)
-
     def detect(self, image: np.ndarray, upsample: int = 0) -> list[FaceDetection]:
-        for faces in self.candidates(image, upsample):
+        for m in self.members:
+            faces = m.detect(image, upsample)
             if faces:
                 return faces
         return []

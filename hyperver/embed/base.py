@@ -11,6 +11,23 @@ from ..align.aligner import AlignedFace
 from ..registry import Registry
 
 
+CHANNEL_ORDERS = ("rgb", "bgr")
+
+
+def check_channel_order(value: str) -> str:
+    """A model's input channel order (crops are RGB; ``bgr`` flips them)."""
+    if value not in CHANNEL_ORDERS:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"channel_order must be rgb or bgr, got {value!r}")
+    return value
+
+
+def in_channel_order(crops: np.ndarray, order: str) -> np.ndarray:
+    """RGB crops (..., 3) as a model that wants ``order`` reads them."""
+    return crops[..., ::-1] if order == "bgr" else crops
+
+
 @dataclass
 class FaceInput:
     """One face for an embedder: its alignment, and the source image where the embedder needs it."""

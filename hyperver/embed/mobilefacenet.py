@@ -5,8 +5,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, ModelFileError
-from .base import EMBEDDERS, Embedder, FaceInput
+from ..errors import ModelFileError
+from .base import EMBEDDERS, Embedder, FaceInput, check_channel_order, in_channel_order
 
 
 @EMBEDDERS.register("mobilefacenet")
@@ -27,12 +27,10 @@ class MobileFaceNetEmbedder(Embedder):
                  models_dir: str | None = None, name: str = "mobilefacenet"):
         from ai_edge_litert.interpreter import Interpreter
 
-        from ..model_files import require_model_file, sha256_of
-        from pathlib import Path
+        from ..model_files import resolve_model_file
 
-        if channel_order not in ("rgb", "bgr"):
-            raise ConfigError(f"channel_order must be rgb or bgr, got {channel_order!r}")
-        path = Path(model_path) if model_path else require_model_file("mobilefacenet", models_dir)
+        self.channel_order = check_channel_order(channel_order)
+        path, digest = resolve_model_file("mobilefacenet", model_path, models_dir)
         try:
             self._interp = Interpreter(model_path=str(path), num_threads=int(threads))
             self._interp.allocate_tensors()
@@ -43,19 +41,15 @@ class MobileFaceNetEmbedder(Embedder):
             raise ModelFileError(f"{path}: expected a 112x112x3 input, got {inp['shape'].tolist()}")
         self._in, self._out, self._batch = inp["index"], out["index"], int(inp["shape"][0])
         self.dim = int(out["shape"][-1])
-        self.channel_order = channel_order
         self.name = name
-        self._digest = sha256_of(path)[:12]
+        self._digest = digest[:12]
 
     @property
     def cache_id(self) -> str:
         return f"mobilefacenet_tflite_{self._digest}_{self.channel_order}"
 
     def preprocess(self, crops: np.ndarray) -> np.ndarray:
-        x = crops.astype(np.float32)
-        if self.channel_order == "bgr":
-            x = x[..., ::-1]
-        return (x - 127.5) / 128.0
+        return (in_channel_order(crops, self.channel_order).astype(np.float32) - 127.5) / 128.0
 
     def _embed_raw(self, faces: Sequence[FaceInput]) -> np.ndarray:
         x = self.preprocess(np.stack([f.face.crop for f in faces]))

