@@ -16,14 +16,18 @@ HEAD works on every GET route (same status and headers, no body).
 ``unlock`` runs exactly what ``hyperver unlock`` runs on a device (hyperver.device.runtime): the
 stored artifact's signature must verify with this server's key and its f version must be in
 ``device.accepted_f_versions``; the photo's single face is aligned and scored by f. It answers
-``{"user_id", "decision": "unlock"|"deny", "unlock", "score", "threshold", "runtime", "precision",
-"f_version", "ms"}`` (409 model_rejected when the stored artifact fails the device's checks).
+``{"user_id", "decision": "unlock"|"deny", "unlock", "score", "threshold", "threshold_far", "unlock_far",
+"runtime", "precision", "f_version", "ms"}`` (409 model_rejected when the stored artifact fails the device's
+checks). ``unlock_far`` is the browser page's more lenient decision (``server.unlock_far``, FAR 1e-2 by
+default): ``{"far", "threshold", "unlock", "decision"}`` at the generator's stored threshold for that FAR,
+``{"far", "threshold": null, "note"}`` when it stores none, null when the setting is off; /healthz says which.
 
 Every route but /healthz and the page needs ``X-API-Key``. Errors are ``{"error": code, "detail": message}``:
 400 bad user id or a multipart body without its closing boundary, 401 missing/wrong key, 404 unknown
 user, 408 request body not received within ``server.body_timeout_s``, 409 already enrolled (policy: an
 enrollment never silently overwrites another; send ``replace=true`` to re-enroll), 413 request or
-image too large, 415 not an image, 422 no face / several faces / truncated image / bad form.
+image too large, 415 not an image, 422 no face / several faces / truncated image / bad form, 503 busy
+(no photo slot free within ``server.queue_timeout_s``; ``Retry-After`` says when to try again).
 A client that disconnects mid-request is logged as one line.
 """
 from __future__ import annotations
@@ -186,7 +190,8 @@ def create_app(service: EnrollmentService) -> FastAPI:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         # 408: the rest of the body may still be on its way; close rather than read it as the next request.
-        return _error(exc.status, exc.code, exc.detail, {"Connection": "close"} if exc.status == 408 else None)
+        headers = {408: {"Connection": "close"}, 503: {"Retry-After": "5"}}.get(exc.status)
+        return _error(exc.status, exc.code, exc.detail, headers)
 
     @app.exception_handler(ClientGone)
     @app.exception_handler(ClientDisconnect)

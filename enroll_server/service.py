@@ -1,9 +1,16 @@
 """What the routes do, without HTTP: decode, align, embed, generate theta, sign, register, unlock.
 
 Photos arrive as bytes and are decoded in memory (never written to disk). The face pipeline
-(dlib detection + descriptor, the generator, the per-user verifiers) runs one request at a time
+(dlib detection + descriptor, the generator, the per-user verifiers) runs one photo at a time
 behind a lock: dlib is single-threaded and the machine has few cores, so queueing is cheaper than
 thrashing (and a TFLite interpreter must not be invoked from two threads at once).
+
+What one photo may cost is bounded: every photo of a request passes the header checks (bytes,
+pixels, side) before any is decoded; at most ``server.max_concurrent_photos`` photos are decoded and
+held at once, server-wide (enroll_server.limits: requests' first photos before other requests' later
+photos, each in arrival order; a photo waiting longer than ``server.queue_timeout_s`` gets 503 busy);
+detection sees at most ``align.detect_max_pixels`` pixels (hyperver.align). A 25 MP photo costs
+~1-2 s and ~200 MB (benchmarks/server_limits.py, results/server_limits.json).
 
 ``unlock`` is the device's check (hyperver.device.runtime) run on the user's stored signed
 artifact: the signature must verify with the server's own public key and f's version must be
@@ -18,15 +25,17 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from hyperver.config import Config
-from hyperver.data.imageio import decode_image
+from hyperver.data.imageio import decode_image, probe_image
 from hyperver.errors import ConfigError, HyperVerError, ModelFileError
 
 from .errors import ApiError, from_hyperver
+from .limits import Busy, FairSemaphore, return_large_blocks
 from .registry import DuplicateUser, Registry
 from .settings import USER_ID, ServerSettings
 
@@ -49,19 +58,23 @@ class EnrollmentService:
         from hyperver.hypernet.enroll import Enroller
 
         torch.set_num_threads(1)   # tiny per-request work: threads only add contention with the server's
+        return_large_blocks()      # a photo's buffers go back to the system, not to a worker thread's heap
         self.cfg, self.settings = cfg, settings
         if not settings.generator_path.is_file():
             raise ConfigError(f"generator not found: {settings.generator_path} (train one with `hyperver "
                               "hypernet-train`, or set server.generator_path / HYPERVER_GENERATOR)")
         self.enroller = Enroller(settings.generator_path, cfg)
         self.spec = self.enroller.spec
-        self.threshold = self._resolve_threshold()
+        self.enroller.aligner.warm()   # detector buffers for the largest detection input, allocated at start
+        self.threshold, self.threshold_far = self._resolve_threshold()
         self.enroller.threshold = self.threshold
+        self.page_threshold = self._resolve_page_threshold()
         self.builder = ArtifactBuilder(cfg)
         self.builder.warm(self.spec, [(settings.runtime, settings.precision)])
         self.registry = Registry(settings.state_dir, self.enroller.embedder.dim, self.enroller.embedder.cache_id)
         self.generator_sha = hashlib.sha256(settings.generator_path.read_bytes()).hexdigest()[:16]
         self._pipeline = threading.Lock()
+        self._photos = FairSemaphore(settings.max_concurrent_photos)
         # unlock: the device's trust (this server's key only) and accepted f versions; loaded
         # verifiers by user id -> (model sha256, DeviceVerifier), least recently used first.
         from hyperver.device.signing import TrustedKeys
@@ -77,32 +90,84 @@ class EnrollmentService:
         log.info("registry %s: %d users, index %s (%s)", settings.state_dir, check["users"],
                  "rebuilt from the database" if self.registry.rebuilt else "loaded from its snapshot", check)
 
-    def _resolve_threshold(self) -> float:
-        """server.threshold, else the generator's own, else chosen on LFW set 5 at target_far (cached)."""
+    def _resolve_threshold(self) -> tuple[float, float | None]:
+        """(threshold, its FAR or None when unknown): server.threshold, else the generator's own for
+        target_far, else its one stored threshold, else chosen on LFW set 5 at target_far (cached)."""
+        from hyperver.hypernet.model_io import stored_threshold
+
         if self.settings.threshold is not None:
-            return self.settings.threshold
+            return self.settings.threshold, None
+        far = self.settings.target_far
+        stored = stored_threshold(self.enroller.meta, far)
+        if stored is not None:
+            return stored, far
         if "threshold" in self.enroller.meta:
-            return float(self.enroller.meta["threshold"])
+            stored_far = self.enroller.meta.get("threshold_far")
+            return float(self.enroller.meta["threshold"]), None if stored_far is None else float(stored_far)
         sha = hashlib.sha256(self.settings.generator_path.read_bytes()).hexdigest()[:16]
-        cache = self.settings.state_dir / f"threshold_{sha}_far{self.settings.target_far:g}.json"
+        cache = self.settings.state_dir / f"threshold_{sha}_far{far:g}.json"
         if cache.is_file():
-            return float(json.loads(cache.read_text())["threshold"])
+            return float(json.loads(cache.read_text())["threshold"]), far
         from hyperver.hypernet.evaluate import validation_threshold
 
-        log.info("choosing the decision threshold on LFW set 5 at FAR %g (once)", self.settings.target_far)
-        t = float(validation_threshold(self.cfg, self.enroller.gen, self.enroller.meta["backbone"],
-                                       self.settings.target_far))
+        log.info("choosing the decision threshold on LFW set 5 at FAR %g (once)", far)
+        t = float(validation_threshold(self.cfg, self.enroller.gen, self.enroller.meta["backbone"], far))
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({"threshold": t, "far": self.settings.target_far}))
-        return t
+        cache.write_text(json.dumps({"threshold": t, "far": far}))
+        return t, far
+
+    def _resolve_page_threshold(self) -> dict[str, Any] | None:
+        """The threshold the browser page decides with (server.unlock_far): the generator file's stored one
+        for that FAR, else none, with a note saying so (the page then shows the device's decision)."""
+        from hyperver.hypernet.model_io import stored_threshold
+
+        far = self.settings.unlock_far
+        if far is None:
+            return None
+        if self.threshold_far is not None and abs(far - self.threshold_far) <= 1e-12:
+            return {"far": far, "threshold": self.threshold, "source": "the signed models' own threshold"}
+        stored = stored_threshold(self.enroller.meta, far)
+        if stored is not None:
+            return {"far": far, "threshold": stored, "source": f"stored in {self.settings.generator_path.name}"}
+        own = "" if self.threshold_far is None else f" (FAR {self.threshold_far:g})"
+        note = (f"no threshold for FAR {far:g} is stored in the generator file {self.settings.generator_path}, so "
+                f"the page decides at the signed models' own threshold {self.threshold:.4f}{own}, as a device "
+                f"does; `hyperver hypernet-threshold --far {far:g} --generator {self.settings.generator_path}` "
+                "stores one (chosen on LFW set 5)")
+        log.warning("server.unlock_far: %s", note)
+        return {"far": far, "threshold": None, "source": None, "note": note}
 
     # -- pipeline ----------------------------------------------------------------------------------
+    def _probe(self, data: bytes, context: str) -> None:
+        try:
+            probe_image(data, context, **self.settings.image_limits)
+        except HyperVerError as exc:
+            raise from_hyperver(exc, context) from None
+
     def _decode(self, data: bytes, context: str) -> np.ndarray:
-        # Outside the pipeline lock: a large or broken upload must not hold up other requests.
+        # In a photo slot but outside the pipeline lock: one photo decodes while another is detected.
         try:
             return decode_image(data, context, **self.settings.image_limits)
         except HyperVerError as exc:
             raise from_hyperver(exc, context) from None
+
+    @contextmanager
+    def _photo_slot(self, later: bool = False) -> Iterator[None]:
+        """One of server.max_concurrent_photos: decode a photo and run it through the pipeline in it
+        (``later``: a request's second or later photo, queued behind other requests' first photos)."""
+        try:
+            with self._photos.slot(self.settings.queue_timeout_s, later):
+                yield
+        except Busy:
+            raise ApiError(503, "busy", f"the server is busy: no photo slot became free within "
+                                        f"{self.settings.queue_timeout_s:g} s; try again later") from None
+
+    def _photo_descriptor(self, data: bytes, context: str, later: bool = False) -> np.ndarray:
+        """Decode, align and embed one photo; its pixels are released before the next photo's slot."""
+        with self._photo_slot(later):
+            image = self._decode(data, context)
+            with self._pipeline:
+                return self._descriptor(image, context)
 
     def _descriptor(self, image: np.ndarray, context: str) -> np.ndarray:
         try:
@@ -120,10 +185,11 @@ class EnrollmentService:
             raise self._duplicate(user_id)
         t0 = time.perf_counter()
         contexts = [f"photo {i + 1} ({name})" for i, (name, _) in enumerate(photos)]
-        images = [self._decode(data, c) for (_, data), c in zip(photos, contexts)]
+        for (_, data), c in zip(photos, contexts):      # a bad last photo fails before the first is decoded
+            self._probe(data, c)
+        embs = [self._photo_descriptor(data, c, later=i > 0) for i, ((_, data), c) in enumerate(zip(photos, contexts))]
+        emb = l2_normalize(np.mean(embs, axis=0)).astype(np.float32)
         with self._pipeline:
-            embs = [self._descriptor(image, c) for image, c in zip(images, contexts)]
-            emb = l2_normalize(np.mean(embs, axis=0)).astype(np.float32)
             user = self.enroller.model_for(emb)
         try:
             model = self.builder.build(user, runtime, precision,
@@ -154,9 +220,8 @@ class EnrollmentService:
                                                  "send replace=true to replace the enrollment")
 
     def identify(self, data: bytes, top_k: int) -> dict[str, Any]:
-        image = self._decode(data, "photo")
-        with self._pipeline:
-            emb = self._descriptor(image, "photo")
+        self._probe(data, "photo")
+        emb = self._photo_descriptor(data, "photo")
         return {"matches": [{"user_id": u, "similarity": s} for u, s in self.registry.search(emb, top_k)],
                 "descriptor_model": self.enroller.embedder.cache_id}
 
@@ -217,19 +282,29 @@ class EnrollmentService:
         t0 = time.perf_counter()
         if self.registry.get(user_id) is None:   # fail fast, before decoding; _verifier re-checks
             raise self._unknown(user_id)
-        image = self._decode(data, "photo")
-        with self._pipeline:
-            verifier, cached = self._verifier(user_id)
-            t1 = time.perf_counter()
-            try:
-                face = self.enroller.aligner.align_photo(image, "photo")
-            except HyperVerError as exc:
-                raise from_hyperver(exc) from None
-            t2 = time.perf_counter()
-            res = verifier.check(face.crop)
-            t3 = time.perf_counter()
+        self._probe(data, "photo")
+        with self._photo_slot():
+            image = self._decode(data, "photo")
+            with self._pipeline:
+                verifier, cached = self._verifier(user_id)
+                t1 = time.perf_counter()
+                try:
+                    face = self.enroller.aligner.align_photo(image, "photo")
+                except HyperVerError as exc:
+                    raise from_hyperver(exc) from None
+                t2 = time.perf_counter()
+                res = verifier.check(face.crop)
+                t3 = time.perf_counter()
+            del image
         h = verifier.artifact.header
+        page = self.page_threshold
+        if page is not None and page["threshold"] is not None:
+            ok = bool(res["score"] >= page["threshold"])
+            page = {"far": page["far"], "threshold": page["threshold"], "unlock": ok,
+                    "decision": "unlock" if ok else "deny"}
         return {"user_id": user_id, "decision": "unlock" if res["unlock"] else "deny", **res,
+                "threshold_far": self.threshold_far if res["threshold"] == self.threshold else None,
+                "unlock_far": page,
                 "runtime": h["runtime"], "precision": h["precision"], "f_version": h["f_version"],
                 "verifier_cached": cached,
                 "ms": {"load": round(1e3 * (t1 - t0), 2), "align": round(1e3 * (t2 - t1), 2),
@@ -237,6 +312,7 @@ class EnrollmentService:
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "f_version": self.spec.version, "threshold": self.threshold,
+                "threshold_far": self.threshold_far, "unlock_far": self.page_threshold,
                 "signing_key_id": self.builder.signer.key_id,
                 "index_loaded_from": "database" if self.registry.rebuilt else "snapshot",
                 **self.registry.consistency()}

@@ -43,6 +43,9 @@ class ServerSettings:
     precision: str
     docs: bool = False
     body_timeout_s: float = 30.0
+    max_concurrent_photos: int = 2
+    queue_timeout_s: float = 60.0
+    unlock_far: float | None = None
 
     @classmethod
     def from_config(cls, cfg: Config, env: Mapping[str, str] | None = None) -> "ServerSettings":
@@ -58,6 +61,18 @@ class ServerSettings:
         body_timeout = float(s["body_timeout_s"])
         if not body_timeout > 0:
             raise ConfigError(f"server.body_timeout_s must be > 0 seconds, got {s['body_timeout_s']!r}")
+        slots = s["max_concurrent_photos"]
+        if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
+            raise ConfigError(f"server.max_concurrent_photos must be an integer >= 1, got {slots!r}")
+        queue_timeout = float(s["queue_timeout_s"])
+        if not queue_timeout > 0:
+            raise ConfigError(f"server.queue_timeout_s must be > 0 seconds, got {s['queue_timeout_s']!r}")
+        try:
+            unlock_far = None if s["unlock_far"] is None else float(s["unlock_far"])
+        except (TypeError, ValueError):
+            unlock_far = float("nan")
+        if unlock_far is not None and not 0 < unlock_far < 1:
+            raise ConfigError(f"server.unlock_far must be a false-accept rate in (0, 1) or null, got {s['unlock_far']!r}")
         if not isinstance(s["docs"], bool):
             raise ConfigError(f"server.docs must be true or false, got {s['docs']!r}")
         return cls(host=str(s["host"]), port=int(s["port"]),
@@ -68,4 +83,5 @@ class ServerSettings:
                    max_photos=int(s["max_photos"]), image_limits={k: int(v) for k, v in image.items()},
                    top_k=int(s["top_k"]), max_top_k=int(s["max_top_k"]), flip_average=bool(s["flip_average"]),
                    runtime=str(cfg.get_path("artifacts.runtime")), precision=str(cfg.get_path("artifacts.precision")),
-                   docs=s["docs"], body_timeout_s=body_timeout)
+                   docs=s["docs"], body_timeout_s=body_timeout, max_concurrent_photos=slots,
+                   queue_timeout_s=queue_timeout, unlock_far=unlock_far)

@@ -219,6 +219,8 @@ def _conf_supernet_train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in supernet.checkpoint_dir")
     p.add_argument("--max-minutes", type=float, default=None, help="stop with a checkpoint after this long")
     p.add_argument("--init-from", default=None, help="start from exported SuperNet weights (e.g. a committed asset)")
+    p.add_argument("--continue-schedule", action="store_true",
+                   help="with --init-from: continue that run's phase schedule where it stopped (another machine)")
     p.add_argument("--export", default=None, help="after training, write fp16 weights (+ training state) here")
     p.add_argument("--export-only", action="store_true", help="with --resume: export the checkpoint, do not train")
 
@@ -227,7 +229,8 @@ def _run_supernet_train(args: argparse.Namespace) -> int:
     from .descriptor.train import run_supernet_training
 
     res = run_supernet_training(_cfg(args), resume=args.resume, max_minutes=args.max_minutes,
-                                init_weights=args.init_from, export=args.export, export_only=args.export_only)
+                                init_weights=args.init_from, export=args.export, export_only=args.export_only,
+                                continue_schedule=args.continue_schedule)
     print(json.dumps(res))
     return 0
 
@@ -714,6 +717,19 @@ def _run_hypernet_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _conf_hypernet_threshold(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--generator", default=None, help="generator file to update (default: hypernet.generator_path)")
+    p.add_argument("--far", type=float, nargs="+", default=[1e-2],
+                   help="target false-accept rate(s) (default: 0.01, the browser page's server.unlock_far)")
+
+
+def _run_hypernet_threshold(args: argparse.Namespace) -> int:
+    from .hypernet.evaluate import store_generator_thresholds
+
+    print(json.dumps(store_generator_thresholds(_cfg(args), args.generator, args.far)))
+    return 0
+
+
 COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
     "eval": ("evaluate an embedder on a verification/identification protocol", _conf_eval, _run_eval),
     "teachers": ("measure the pretrained embedders and detectors, choose the defaults (LFW set 5 + CelebA)",
@@ -733,6 +749,8 @@ COMMANDS: dict[str, tuple[str, Callable, Callable]] = {
                        _run_hypernet_train),
     "hypernet-export": ("training checkpoint -> fp16 generator file with its set-5 threshold", _conf_hypernet_export,
                         _run_hypernet_export),
+    "hypernet-threshold": ("store the generator's decision thresholds for more FARs (chosen on LFW set 5) in its file",
+                           _conf_hypernet_threshold, _run_hypernet_threshold),
     "hypernet-eval": ("per-user verifiers on the LFW test folds vs the descriptor (threshold from set 5)",
                       _conf_hypernet_eval, _run_hypernet_eval),
     "fit-gap": ("training people (LFW sets 1-4) vs validation vs test pairs: does a model underfit or overfit?",

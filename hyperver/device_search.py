@@ -31,7 +31,22 @@ def _supernet(cfg: Config, weights: str | None = None):
 
 
 def geometry_for(net) -> NetworkGeometry:
-    return NetworkGeometry(net.space, net.width_mult, net.input_size, net.embed_dim)
+    """Block shapes of the SuperNet's space (each registered space has its own geometry)."""
+    return net.geometry()
+
+
+def space_name(net) -> str:
+    from supernet.spaces import kind_of
+
+    return kind_of(net.supernet_config())
+
+
+def profile_lut(prof: DeviceProfile, net, calibrated: bool = True) -> LatencyLUT:
+    """The profile's LUT over the SuperNet's space; refuses a profile measured for another space."""
+    if prof.space != space_name(net):
+        raise ConfigError(f"device profile {prof.name!r} holds a LUT of the {prof.space!r} space, but the SuperNet is "
+                          f"{space_name(net)!r}: measure one with `hyperver lut measure` for these weights")
+    return prof.lut(net.space, calibrated=calibrated)
 
 
 # -- LUTs ------------------------------------------------------------------------------------------
@@ -51,7 +66,8 @@ def lut_measure(cfg: Config, backend: str, threads: int, name: str | None = None
     measure_lut(geom, backend, threads, int(p["warmup"]), int(p["repeats"]), existing=lut,
                 on_entry=lambda key, entry: lut.save_text(lut_path), rounds=int(p["rounds"]))
     lut.save_text(lut_path)
-    profile = DeviceProfile(name, backend, threads, lut_path.name, net.input_size, net.width_mult, net.embed_dim)
+    profile = DeviceProfile(name, backend, threads, lut_path.name, net.input_size, net.width_mult, net.embed_dim,
+                            space=space_name(net))
     profile.save(out / f"{name}.json")
     return lut_calibrate(cfg, str(out / f"{name}.json"), weights=weights)
 
@@ -60,10 +76,9 @@ def _measure_subnets(net, archs, runtime: str, threads: int, warmup: int, repeat
                      rounds: int = 1) -> np.ndarray:
     """Whole-subnet latencies (ms), all subnets timed interleaved over ``rounds`` rounds."""
     from supernet.nas.measure import measure_networks
-    from supernet.static import build_static
+    from supernet.spaces import build_static
 
-    nets = [build_static({"arch": arch, "width_mult": net.width_mult, "input_size": net.input_size,
-                          "embed_dim": net.embed_dim}).eval() for arch in archs]
+    nets = [build_static(net.net_config(arch)).eval() for arch in archs]
     entries = measure_networks(nets, net.input_size, runtime, threads, warmup, repeats, rounds, progress=True, desc=desc)
     return np.array([e.mean for e in entries])
 
@@ -89,7 +104,7 @@ def lut_calibrate(cfg: Config, device: str, n: int | None = None, weights: str |
     rng = np.random.default_rng(seed)
     # Spread over the latency range: the smallest and largest subnets plus random ones.
     archs = [net.space.smallest(), net.space.largest()] + [net.space.sample(rng) for _ in range(max(0, n - 2))]
-    raw = prof.lut(net.space, calibrated=False)
+    raw = profile_lut(prof, net, calibrated=False)
     sums = np.array([raw.block_sum(a) for a in archs])
     if refit:   # the profile's stored whole-subnet timings, fitted again (a new fit rule, no timing)
         old = prof.calibration or {}
@@ -123,7 +138,8 @@ def lut_import(cfg: Config, lut_file: str, name: str, runtime: str, threads: int
     out = Path(out_dir or cfg.get_path("search.devices_dir"))
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(lut_file, out / f"{name}.lut.txt")
-    profile = DeviceProfile(name, runtime, threads, f"{name}.lut.txt", net.input_size, net.width_mult, net.embed_dim)
+    profile = DeviceProfile(name, runtime, threads, f"{name}.lut.txt", net.input_size, net.width_mult, net.embed_dim,
+                            space=space_name(net))
     profile.save(out / f"{name}.json")
     return profile
 
@@ -152,7 +168,7 @@ def lut_check(cfg: Config, devices: Sequence[str], n: int | None = None, weights
     plots = {}
     for device in devices:
         prof = load_profile(cfg, device)
-        lut, raw = prof.lut(net.space), prof.lut(net.space, calibrated=False)
+        lut, raw = profile_lut(prof, net), profile_lut(prof, net, calibrated=False)
         if prof.calibration and int(prof.calibration.get("seed", -1)) == seed:
             raise ConfigError(f"{prof.name} was calibrated on seed {seed}: check on other subnets (another seed)")
         meas_a = _measure_subnets(net, archs, prof.runtime, prof.threads, int(p["warmup"]), int(p["repeats"]),
@@ -361,7 +377,7 @@ def run_search(cfg: Config, device: str, budget_ms: float | None = None, budget_
 
     net = net if net is not None else _supernet(cfg, weights)
     prof = load_profile(cfg, device)
-    lut = prof.lut(net.space)
+    lut = profile_lut(prof, net)
     budget = budget_for(cfg, lut, budget_ms, budget_rel, reference, max_params, net.space, prof.calibration)
     rows = read_dataset(cfg.get_path("search.dataset.path"))
     if len(rows) < 20:
@@ -409,7 +425,7 @@ def calls_vs_population(cfg: Config, device: str, budget_rel: float = 0.6, gener
 
     net = _supernet(cfg, weights)
     prof = load_profile(cfg, device)
-    lut = prof.lut(net.space)
+    lut = profile_lut(prof, net)
     budget = budget_for(cfg, lut, None, budget_rel, None, None, net.space, prof.calibration)
     rows = read_dataset(cfg.get_path("search.dataset.path"))
     train, _ = split_rows(rows, float(cfg.get_path("search.dataset.holdout")), int(cfg.get_path("search.dataset.seed")))
@@ -501,7 +517,7 @@ def _plot_pareto(cfg: Config, device: str, runs: Sequence[dict], path: Path, wei
     import matplotlib.pyplot as plt
 
     net = _supernet(cfg, weights)
-    lut = load_profile(cfg, device).lut(net.space)
+    lut = profile_lut(load_profile(cfg, device), net)
     metric = cfg.get_path("search.target_metric")
     rows = read_dataset(cfg.get_path("search.dataset.path"))
     lat = np.array([lut.predict(r["arch"]) for r in rows])

@@ -14,17 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import ACTIVATIONS, ConvBNAct, EmbeddingHead, MBConv, mid_channels, se_channels
+from .layers import ACTIVATIONS, ConvBNAct, EmbeddingHead, MBConv, mid_channels, se_channels, shrink_kernel
+from .layers import copy_sliced_bn as _copy_bn
+from .layers import sliced_batch_norm as _bn
 from .space import DEFAULT_SPACE, SearchSpace
 from .static import StaticMobileNetV3, channel_plan, space_to_config
-
-
-def _bn(x: torch.Tensor, bn: nn.BatchNorm2d, c: int) -> torch.Tensor:
-    """BatchNorm over the first ``c`` channels of a wider BN layer (sliced statistics)."""
-    training = bn.training or not bn.track_running_stats
-    return F.batch_norm(x, bn.running_mean[:c] if bn.running_mean is not None else None,
-                        bn.running_var[:c] if bn.running_var is not None else None,
-                        bn.weight[:c], bn.bias[:c], training, bn.momentum if bn.momentum is not None else 0.1, bn.eps)
 
 
 class DynamicMBConv(nn.Module):
@@ -59,17 +53,7 @@ class DynamicMBConv(nn.Module):
         self.active_expand = max(expands)
 
     def depthwise_kernel(self, kernel: int, mid: int) -> torch.Tensor:
-        weight = self.depth_weight[:mid]
-        current = weight.shape[-1]
-        for big, small in zip(self.kernels[::-1][:-1], self.kernels[::-1][1:]):
-            if current <= kernel:
-                break
-            start = (big - small) // 2
-            centre = weight[:, :, start:start + small, start:start + small]
-            m = self.kernel_transforms[f"{big}to{small}"]
-            weight = (centre.reshape(mid, small * small) @ m).reshape(mid, 1, small, small)
-            current = small
-        return weight
+        return shrink_kernel(self.depth_weight[:mid], self.kernels, kernel, self.kernel_transforms)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mid = mid_channels(self.cin, self.active_expand)
@@ -127,12 +111,6 @@ class DynamicMBConv(nn.Module):
         return block
 
 
-def _copy_bn(dst: nn.BatchNorm2d, src: nn.BatchNorm2d, c: int) -> None:
-    for name in ("weight", "bias", "running_mean", "running_var"):
-        getattr(dst, name).copy_(getattr(src, name)[:c])
-    dst.num_batches_tracked.copy_(src.num_batches_tracked)
-
-
 class OFAMobileNetV3(nn.Module):
     """The SuperNet. ``set_active(arch)`` picks a subnet; ``get_subnet(arch)`` extracts it."""
 
@@ -185,6 +163,12 @@ class OFAMobileNetV3(nn.Module):
         arch = self.space.validate(arch or self.active_arch)
         return {"arch": arch, "width_mult": self.width_mult, "input_size": self.input_size,
                 "embed_dim": self.embed_dim, "space": space_to_config(self.space)}
+
+    def geometry(self):
+        """Block shapes for latency LUTs (``supernet.nas.efficiency``)."""
+        from .nas.efficiency import NetworkGeometry
+
+        return NetworkGeometry(self.space, self.width_mult, self.input_size, self.embed_dim)
 
     def supernet_config(self) -> dict[str, Any]:
         return {"width_mult": self.width_mult, "input_size": self.input_size, "embed_dim": self.embed_dim,

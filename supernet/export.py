@@ -17,13 +17,14 @@ import torch
 from torch import nn
 
 from .layers import MBConv
-from .static import StaticMobileNetV3, build_static
+from .spaces import build_static
+from .static import StaticMobileNetV3
 
 FORMAT_VERSION = "hyperver-subnet-v1"
 
 
 # -- safetensors ----------------------------------------------------------------------------------
-def save_subnet(net: StaticMobileNetV3, path: str | Path, dtype: torch.dtype = torch.float32,
+def save_subnet(net: nn.Module, path: str | Path, dtype: torch.dtype = torch.float32,
                 extra: Mapping[str, Any] | None = None) -> Path:
     from safetensors.torch import save_file
 
@@ -35,7 +36,7 @@ def save_subnet(net: StaticMobileNetV3, path: str | Path, dtype: torch.dtype = t
     return path
 
 
-def load_subnet(path: str | Path) -> StaticMobileNetV3:
+def load_subnet(path: str | Path) -> nn.Module:
     """Rebuild a subnet from a safetensors file written by :func:`save_subnet` (fp16 is upcast)."""
     from safetensors import safe_open
 
@@ -155,11 +156,76 @@ class _KerasBuilder:
         return self.tf.keras.Model(inp, x)
 
 
-def to_keras(net: StaticMobileNetV3):
-    return _KerasBuilder().build(net.eval())
+    # -- MobileFaceNet blocks (supernet.models.mobilefacenet / supernet.spaces.mobilefacenet) ------------
+    def mfn_conv_bn(self, x, layer):
+        """A ``ConvBN``: the same explicit padding as PyTorch (TF SAME), conv, BN, PReLU if any."""
+        L = self.layers
+        conv = layer.conv
+        if layer.pad is not None:
+            left, right, top, bottom = layer.pad.padding
+            x = L.ZeroPadding2D(((top, bottom), (left, right)))(x)
+        elif conv.padding[0]:
+            x = L.ZeroPadding2D(conv.padding[0])(x)
+        k, stride = conv.kernel_size[0], conv.stride[0]
+        if conv.groups == conv.in_channels and conv.groups > 1:
+            keras_conv = L.DepthwiseConv2D(k, stride, padding="valid", use_bias=False)
+            x = keras_conv(x)
+            keras_conv.set_weights([_np(conv.weight).transpose(2, 3, 0, 1)])
+        else:
+            keras_conv = L.Conv2D(conv.out_channels, k, stride, padding="valid", use_bias=False)
+            x = keras_conv(x)
+            keras_conv.set_weights([_np(conv.weight).transpose(2, 3, 1, 0)])
+        x = self.bn(x, layer.bn)
+        if isinstance(layer.act, nn.PReLU):
+            prelu = L.PReLU(shared_axes=[1, 2])
+            x = prelu(x)
+            prelu.set_weights([_np(layer.act.weight).reshape(1, 1, -1)])
+        return x
+
+    def mfn_module(self, x, module):
+        """A MobileFaceNet piece: a Bottleneck, a Sequential of ConvBN (stem), or a head wrapper (LUT blocks)."""
+        L = self.layers
+        if hasattr(module, "head"):   # measure._MFNHead
+            for layer in module.head:
+                x = self.mfn_conv_bn(x, layer)
+            return L.UnitNormalization(axis=-1)(L.Flatten()(x))
+        if hasattr(module, "residual"):
+            y = self.mfn_conv_bn(self.mfn_conv_bn(self.mfn_conv_bn(x, module.expand), module.depthwise), module.project)
+            return L.Add()([x, y]) if module.residual else y
+        for layer in module:
+            x = self.mfn_conv_bn(x, layer)
+        return x
+
+    def build_mobilefacenet(self, net):
+        L = self.layers
+        inp = self.tf.keras.Input((net.input_size, net.input_size, 3), batch_size=1, name="input")
+        x = inp
+        for layer in net.stem:
+            x = self.mfn_conv_bn(x, layer)
+        for block in net.blocks:
+            x = self.mfn_module(x, block)
+        for layer in net.head:
+            x = self.mfn_conv_bn(x, layer)
+        x = L.Flatten()(x)
+        if net.normalize:
+            x = L.UnitNormalization(axis=-1, name="embedding")(x)
+        return self.tf.keras.Model(inp, x)
 
 
-def export_tflite(net: StaticMobileNetV3, path: str | Path, fp16: bool = False) -> Path:
+# Space name (a net_config's "kind") -> how to rebuild its static subnet in tf.keras.
+KERAS_BUILDERS = {"ofa_mbv3": _KerasBuilder.build, "elastic_mfn": _KerasBuilder.build_mobilefacenet}
+
+
+def to_keras(net: nn.Module):
+    from .spaces import kind_of
+
+    kind = kind_of(net.net_config)
+    if kind not in KERAS_BUILDERS:
+        raise ValueError(f"no tf.keras rebuild for search space {kind!r}; known: {sorted(KERAS_BUILDERS)}")
+    return KERAS_BUILDERS[kind](_KerasBuilder(), net.eval())
+
+
+def export_tflite(net: nn.Module, path: str | Path, fp16: bool = False) -> Path:
     import tensorflow as tf
 
     path = Path(path)
@@ -197,7 +263,7 @@ def run_tflite(path: str | Path, x_nchw: np.ndarray, threads: int = 1) -> np.nda
 
 
 @torch.no_grad()
-def parity(net: StaticMobileNetV3, onnx_path: str | Path, tflite_path: str | Path, x_nchw: np.ndarray) -> dict[str, float]:
+def parity(net: nn.Module, onnx_path: str | Path, tflite_path: str | Path, x_nchw: np.ndarray) -> dict[str, float]:
     """Max absolute difference of ONNX Runtime and TFLite outputs against PyTorch on ``x_nchw``."""
     ref = net.eval()(torch.from_numpy(x_nchw.astype(np.float32))).numpy()
     return {"onnx": float(np.abs(run_onnx(onnx_path, x_nchw) - ref).max()),

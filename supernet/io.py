@@ -1,4 +1,4 @@
-"""SuperNet weights as safetensors (fp16 by default) with their construction config as metadata."""
+"""SuperNet weights (any registered space) as safetensors, fp16 by default, with their construction config as metadata."""
 from __future__ import annotations
 
 import json
@@ -6,13 +6,14 @@ from pathlib import Path
 
 import torch
 
-from .elastic import OFAMobileNetV3
-from .static import space_from_config
+from torch import nn
+
+from .spaces import build_supernet
 
 FORMAT = "hyperver-supernet-v1"
 
 
-def save_supernet(net: OFAMobileNetV3, path: str | Path, dtype: torch.dtype = torch.float16,
+def save_supernet(net: nn.Module, path: str | Path, dtype: torch.dtype = torch.float16,
                   extra: dict | None = None) -> Path:
     from safetensors.torch import save_file
 
@@ -24,12 +25,11 @@ def save_supernet(net: OFAMobileNetV3, path: str | Path, dtype: torch.dtype = to
     return path
 
 
-def _build(config: dict) -> OFAMobileNetV3:
-    return OFAMobileNetV3(space=space_from_config(config), width_mult=float(config["width_mult"]),
-                          embed_dim=int(config["embed_dim"]), input_size=int(config["input_size"]))
+def _build(config: dict) -> nn.Module:
+    return build_supernet(config)
 
 
-def load_supernet(path: str | Path) -> OFAMobileNetV3:
+def load_supernet(path: str | Path) -> nn.Module:
     """From a safetensors export or a training checkpoint (``last.pt``, loaded with weights_only)."""
     path = Path(path)
     if not path.is_file():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 ACTIVATIONS = {"relu": nn.ReLU, "hswish": nn.Hardswish, "none": nn.Identity}
@@ -86,3 +87,38 @@ class EmbeddingHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.projection(self.features(x))
         return nn.functional.normalize(z, dim=1) if self.normalize else z
+
+
+# -- weight sharing: the first ``c`` channels of a wider layer ----------------------------------------
+def sliced_batch_norm(x: torch.Tensor, bn: nn.BatchNorm2d, c: int) -> torch.Tensor:
+    """BatchNorm over the first ``c`` channels of a wider BN layer (sliced statistics)."""
+    training = bn.training or not bn.track_running_stats
+    return F.batch_norm(x, bn.running_mean[:c] if bn.running_mean is not None else None,
+                        bn.running_var[:c] if bn.running_var is not None else None,
+                        bn.weight[:c], bn.bias[:c], training, bn.momentum if bn.momentum is not None else 0.1, bn.eps)
+
+
+@torch.no_grad()
+def copy_sliced_bn(dst: nn.BatchNorm2d, src: nn.BatchNorm2d, c: int) -> None:
+    """A static BN layer from the first ``c`` channels of a wider one."""
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        getattr(dst, name).copy_(getattr(src, name)[:c])
+    dst.num_batches_tracked.copy_(src.num_batches_tracked)
+
+
+def shrink_kernel(weight: torch.Tensor, kernels: "list[int]", kernel: int, transforms: nn.ParameterDict) -> torch.Tensor:
+    """OFA's elastic kernel: a smaller depthwise kernel is the centre of the next larger one passed
+    through a learned linear transform (``transforms["5to3"]`` etc., identity at initialisation).
+
+    ``weight`` (C, 1, K, K) holds the largest kernel; ``kernels`` are the sorted choices.
+    """
+    channels, current = weight.shape[0], weight.shape[-1]
+    for big, small in zip(kernels[::-1][:-1], kernels[::-1][1:]):
+        if current <= kernel:
+            break
+        start = (big - small) // 2
+        centre = weight[:, :, start:start + small, start:start + small]
+        weight = (centre.reshape(channels, small * small) @ transforms[f"{big}to{small}"]).reshape(
+            channels, 1, small, small)
+        current = small
+    return weight

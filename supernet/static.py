@@ -16,7 +16,7 @@ from .space import DEFAULT_SPACE, OFA_MBV3_STAGES, SearchSpace, StageSpec
 
 
 def space_from_config(net_config: Mapping[str, Any]) -> SearchSpace:
-    if "space" not in net_config:
+    if not net_config.get("space"):
         return DEFAULT_SPACE
     sp = dict(net_config["space"])
     stages = tuple(StageSpec(**s) for s in sp.pop("stages", [s.__dict__ for s in OFA_MBV3_STAGES]))

@@ -34,16 +34,19 @@ class Phase:
     name: str
     epochs: float
     lr: float
-    kernels: Sequence[int] | None = None   # None: the full space's choices
-    depths: Sequence[int] | None = None
-    expands: Sequence[int] | None = None
+    kernels: Sequence[int] | str | None = None   # None: the largest only; "all": the space's choices
+    depths: Sequence[int] | str | None = None
+    expands: Sequence[int] | str | None = None
     n_subnets: int = 0                      # sampled subnets per step besides the largest
     sort_channels: bool = False             # OFA sorts expansion channels before elastic expand
     include_smallest: bool = False          # BigNAS sandwich rule: the smallest subnet in every step too
 
     def choices(self, space) -> dict[str, Sequence[int]]:
-        return {"kernels": self.kernels or [max(space.kernels)], "depths": self.depths or [max(space.depths)],
-                "expands": self.expands or [max(space.expands)]}
+        """The phase's allowed values per dimension: a list, "all" (the space's choices) or None (the largest)."""
+        def pick(given, full):
+            return list(full) if given == "all" else (list(given) if given else [max(full)])
+        return {"kernels": pick(self.kernels, space.kernels), "depths": pick(self.depths, space.depths),
+                "expands": pick(self.expands, space.expands)}
 
 
 @dataclass

@@ -49,8 +49,9 @@ async function loadStatus() {
   try {
     const r = await fetch("/healthz");
     const h = await r.json();
-    el.textContent = "Server ready: f version " + h.f_version + ", threshold " + fmt(h.threshold) + ", " +
-      h.users + " enrolled user" + (h.users === 1 ? "" : "s") + ".";
+    el.textContent = "Server ready: f version " + h.f_version + ", threshold " + fmt(h.threshold) +
+      farText(h.threshold_far) + ", " + h.users + " enrolled user" + (h.users === 1 ? "" : "s") + ".";
+    showThresholdNote(h);
     el.dataset.state = "done";
   } catch (e) {
     el.textContent = "The server does not answer /healthz.";
@@ -60,6 +61,32 @@ async function loadStatus() {
 
 function fmt(x) {
   return typeof x === "number" ? x.toFixed(4) : String(x);
+}
+
+function farText(far) {
+  return typeof far === "number" ? " (FAR " + far + ")" : "";
+}
+
+// server.unlock_far: the page decides at a more lenient threshold than a device when the generator stores one.
+function pageThreshold(unlockFar) {
+  return unlockFar && typeof unlockFar.threshold === "number" ? unlockFar : null;
+}
+
+function showThresholdNote(h) {
+  const note = $("threshold-note");
+  const page = pageThreshold(h.unlock_far);
+  if (page && page.threshold !== h.threshold) {
+    note.textContent = "This page decides at FAR " + page.far + " (threshold " + fmt(page.threshold) + "), more " +
+      "leniently than a device, which decides at the signed model's threshold " + fmt(h.threshold) +
+      farText(h.threshold_far) + ". Today's per-user verifiers are weak: expect your own face to be denied " +
+      "often, even here.";
+  } else if (h.unlock_far && h.unlock_far.note) {
+    note.textContent = "This page decides as a device does: " + h.unlock_far.note + ".";
+  } else {
+    note.hidden = true;
+    return;
+  }
+  note.hidden = false;
 }
 
 // -- photos: a chosen file or a webcam frame --------------------------------------------------------
@@ -281,15 +308,23 @@ async function unlock(ev) {
     return;
   }
   const b = r.body;
-  verdict.textContent = b.unlock ? "Unlocked" : "Denied";
-  verdict.classList.add(b.unlock ? "unlocked" : "denied");
-  verdict.dataset.decision = b.decision;
+  // The page's decision: at server.unlock_far's threshold when the server has one, else the device's.
+  const page = pageThreshold(b.unlock_far);
+  const shown = page || b;
+  verdict.textContent = shown.unlock ? "Unlocked" : "Denied";
+  verdict.classList.add(shown.unlock ? "unlocked" : "denied");
+  verdict.dataset.decision = shown.decision;
   const score = $("unlock-score");
   score.textContent = fmt(b.score);
   score.dataset.value = String(b.score);
   const threshold = $("unlock-threshold");
-  threshold.textContent = fmt(b.threshold);
-  threshold.dataset.value = String(b.threshold);
+  threshold.textContent = fmt(shown.threshold) + (page ? " (FAR " + page.far + ", this page)" : farText(b.threshold_far));
+  threshold.dataset.value = String(shown.threshold);
+  const device = $("unlock-device");
+  device.textContent = (b.unlock ? "Unlocked" : "Denied") + " at the signed model's threshold " + fmt(b.threshold) +
+    farText(b.threshold_far);
+  device.dataset.decision = b.decision;
+  device.dataset.threshold = String(b.threshold);
   $("unlock-model").textContent = b.runtime + " " + b.precision + ", " + b.f_version;
   const ms = b.ms || {};
   $("unlock-ms").textContent = "align " + ms.align + " ms, score " + ms.score + " ms" +

@@ -6,8 +6,9 @@ with ``@DETECTORS.register("name")``; the aligner and embedders work with any sc
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from typing import Any, Mapping, Protocol, Sequence, Union
+from typing import Any, Callable, Mapping, Protocol, Sequence, Union
 
 import numpy as np
 
@@ -78,6 +79,55 @@ class DlibHogDetector:
         return self._points(image, self._dlib.rectangle(x0, y0, x1 - 1, y1 - 1))
 
 
+class _SharedYuNet:
+    """One ``cv2.FaceDetectorYN`` per model file and NMS threshold, shared by the YuNet detectors that differ
+    only in their score threshold (a chain yunet -> yunet@0.7): it runs at the lowest threshold any of them
+    asks for and each keeps the faces at or above its own. That is exactly what each would find alone:
+    greedy NMS takes boxes in falling score order, so boxes scored below a threshold never suppress one
+    above it. The last image's faces are kept while that image lives (a weak reference, never a copy),
+    so such a chain runs the network once per image, not once per member."""
+
+    _shared: dict[tuple, "_SharedYuNet"] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, cv2, path: str, nms_threshold: float):
+        self._cv2 = cv2
+        self.det = cv2.FaceDetectorYN.create(path, "", (320, 320), 0.9, nms_threshold, 5000)
+        self.floor = 1.0
+        self.lock = threading.Lock()
+        self._last: tuple | None = None     # (weakref to the image, key, rows)
+
+    @classmethod
+    def get(cls, cv2, path: str, nms_threshold: float, score_threshold: float) -> "_SharedYuNet":
+        with cls._lock:
+            key = (str(path), float(nms_threshold))
+            if key not in cls._shared:
+                cls._shared[key] = cls(cv2, path, nms_threshold)
+            net = cls._shared[key]
+            net.floor = min(net.floor, float(score_threshold))
+            return net
+
+    def rows(self, image: np.ndarray, key: tuple, work: Callable[[], np.ndarray]) -> np.ndarray:
+        """The network's faces (rows of 15) for ``image`` prepared by ``work`` (BGR), at the floor threshold."""
+        import weakref
+
+        with self.lock:
+            key = key + (self.floor,)
+            last = self._last
+            if last is not None and last[0]() is image and last[1] == key:
+                return last[2]
+            bgr = work()
+            self.det.setScoreThreshold(self.floor)
+            self.det.setInputSize((bgr.shape[1], bgr.shape[0]))
+            _, rows = self.det.detect(bgr)
+            rows = np.zeros((0, 15), np.float32) if rows is None else np.asarray(rows)
+            try:
+                self._last = (weakref.ref(image), key, rows)
+            except TypeError:                # an array type without weak references: no reuse
+                self._last = None
+            return rows
+
+
 @DETECTORS.register("yunet")
 class YuNetDetector:
     """YuNet (OpenCV Zoo, int8 block-quantised ONNX) via ``cv2.FaceDetectorYN``: box + 5 landmarks.
@@ -104,7 +154,7 @@ class YuNetDetector:
         self.score_threshold = float(score_threshold)
         self.max_side = int(max_side)
         try:
-            self._det = cv2.FaceDetectorYN.create(str(path), "", (320, 320), self.score_threshold, float(nms_threshold), 5000)
+            self._net = _SharedYuNet.get(cv2, str(path), float(nms_threshold), self.score_threshold)
         except cv2.error as exc:
             from ..errors import ModelFileError
 
@@ -116,14 +166,16 @@ class YuNetDetector:
         scale = float(2 ** int(upsample))
         if max(h, w) * scale > self.max_side:
             scale = self.max_side / max(h, w)
-        work = image if scale == 1.0 else self._cv2.resize(
-            image, (max(1, round(w * scale)), max(1, round(h * scale))),
-            interpolation=self._cv2.INTER_AREA if scale < 1 else self._cv2.INTER_LINEAR)
-        bgr = np.ascontiguousarray(work[..., ::-1])
-        self._det.setInputSize((bgr.shape[1], bgr.shape[0]))
-        _, rows = self._det.detect(bgr)
+
+        def work() -> np.ndarray:
+            resized = image if scale == 1.0 else self._cv2.resize(
+                image, (max(1, round(w * scale)), max(1, round(h * scale))),
+                interpolation=self._cv2.INTER_AREA if scale < 1 else self._cv2.INTER_LINEAR)
+            return np.ascontiguousarray(resized[..., ::-1])
+
+        rows = self._net.rows(image, (image.shape, scale), work)
         faces = []
-        for row in ([] if rows is None else rows):
+        for row in rows[rows[:, 14] >= self.score_threshold] if len(rows) else []:
             x, y, bw, bh = (float(v) / scale for v in row[:4])
             pts = np.asarray(row[4:14], dtype=np.float64).reshape(5, 2) / scale
             faces.append(FaceDetection(np.array([x, y, x + bw, y + bh]), float(row[14]), pts, self.scheme))

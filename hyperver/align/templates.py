@@ -89,8 +89,26 @@ def warp_to_template(image: np.ndarray, points: np.ndarray, scheme: str, size: i
     return warp_affine(image, matrix, size)
 
 
+# Images over this many pixels are cut to the crop's source region (plus a margin) before warping:
+# PIL would otherwise copy the whole photo (100 MB for 25 MP) for one small crop. Smaller images are
+# warped whole, bit for bit as always (the shared datasets' cached crops).
+WARP_REGION_MIN_PIXELS = 1_000_000
+
+
 def warp_affine(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     """Apply a 2x3 image->crop transform with bilinear sampling (PIL wants the inverse map)."""
+    h, w = image.shape[:2]
+    if h * w > WARP_REGION_MIN_PIXELS:
+        corners = apply_transform(invert_transform(matrix), np.array([[0, 0], [size, 0], [0, size], [size, size]]))
+        x0, y0 = np.floor(corners.min(0)).astype(int) - 2
+        x1, y1 = np.ceil(corners.max(0)).astype(int) + 2
+        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+        if x1 <= x0 or y1 <= y0:
+            return np.zeros((size, size) + image.shape[2:], np.uint8)   # the crop lies wholly outside
+        if (x1 - x0) * (y1 - y0) < h * w:
+            shifted = matrix.copy()
+            shifted[:, 2] = matrix[:, 2] + matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
+            return warp_affine(np.ascontiguousarray(image[y0:y1, x0:x1]), shifted, size)
     inv = invert_transform(matrix)
     # PIL samples at pixel centres offset by 0.5 relative to the point convention used here.
     coeffs = (inv[0, 0], inv[0, 1], inv[0, 2] - 0.5 * (inv[0, 0] + inv[0, 1]) + 0.5,

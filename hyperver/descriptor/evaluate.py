@@ -8,8 +8,6 @@ import numpy as np
 import torch
 
 from supernet.calibrate import recalibrate_bn
-from supernet.elastic import OFAMobileNetV3
-from supernet.static import StaticMobileNetV3
 
 from ..eval.metrics import best_accuracy_threshold, roc_auc
 from .data import FaceTensors, to_input
@@ -38,7 +36,7 @@ class ValidationSet:
     same: np.ndarray
 
 
-def validate_subnet(subnet: StaticMobileNetV3, val: ValidationSet, train: FaceTensors, input_size: int,
+def validate_subnet(subnet: torch.nn.Module, val: ValidationSet, train: FaceTensors, input_size: int,
                     bn_images: int = 500) -> dict[str, float]:
     """Recalibrate BN on training images, then fold-5 pair accuracy/AUC and agreement with the teacher."""
     recalibrate_bn(subnet, bn_batches(train, input_size, bn_images), max_images=bn_images)
@@ -50,7 +48,7 @@ def validate_subnet(subnet: StaticMobileNetV3, val: ValidationSet, train: FaceTe
 
 
 def make_evaluator(val: ValidationSet, train: FaceTensors, input_size: int, bn_images: int = 500):
-    def evaluate(net: OFAMobileNetV3, arch: Mapping[str, Sequence[int]]) -> dict[str, float]:
+    def evaluate(net: torch.nn.Module, arch: Mapping[str, Sequence[int]]) -> dict[str, float]:
         was = net.active_arch
         subnet = net.get_subnet(arch)
         net.set_active(was)

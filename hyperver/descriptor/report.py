@@ -9,12 +9,12 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from supernet.calibrate import recalibrate_bn
-from supernet.elastic import OFAMobileNetV3
 from supernet.export import export_onnx, export_tflite, parity, save_subnet
 from supernet.latency import tflite_latency
 from supernet.profile import count_macs, count_params
 from supernet.space import arch_id, save_arch
-from supernet.static import StaticMobileNetV3
+from supernet.spaces import kind_of
+from torch import nn
 
 from ..config import Config, merge
 from ..data import LFWSplit, open_dataset
@@ -27,14 +27,14 @@ from .train import load_validation_set
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def calibrated_subnet(net: OFAMobileNetV3, arch: Mapping[str, Sequence[int]], calib: FaceTensors,
-                      n_images: int = 500) -> StaticMobileNetV3:
+def calibrated_subnet(net: nn.Module, arch: Mapping[str, Sequence[int]], calib: FaceTensors,
+                      n_images: int = 500) -> nn.Module:
     sub = net.get_subnet(arch)
     recalibrate_bn(sub, bn_batches(calib, net.input_size, n_images), max_images=n_images)
     return sub.eval()
 
 
-def export_subnet(net: OFAMobileNetV3, arch: Mapping[str, Sequence[int]], out_dir: str | Path, calib: FaceTensors,
+def export_subnet(net: nn.Module, arch: Mapping[str, Sequence[int]], out_dir: str | Path, calib: FaceTensors,
                   name: str = "descriptor", bn_images: int = 500, tflite: bool = True) -> dict[str, Any]:
     """Static subnet with recalibrated BN -> safetensors + arch JSON + ONNX (+ TFLite)."""
     out = Path(out_dir)
@@ -124,7 +124,8 @@ def run_supernet_report(cfg: Config, weights: str | Path, out: str | Path, n_ran
     largest = calibrated_subnet(net, net.space.largest(), calib, int(sc["bn_images"]))
     x = to_input(val.data.crops[:20], size).numpy()
     par = parity(largest, work / "largest.onnx", work / "largest.tflite", x)
-    figures: dict[str, Any] = {"weights": str(weights), "input_size": size, "width_mult": net.width_mult,
+    figures: dict[str, Any] = {"space": kind_of(net.supernet_config()), "weights": str(weights), "input_size": size,
+                               "width_mult": net.width_mult,
                                "subnets": rows, "parity_max_abs": par, "parity_faces": int(len(x))}
     out = Path(out)
     if history and Path(history).exists():

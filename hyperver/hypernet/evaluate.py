@@ -43,6 +43,11 @@ def evaluate_pairs(cfg: Config, gen: WeightGenerator, backbone: str, folds: str 
 
 def validation_threshold(cfg: Config, gen: WeightGenerator, backbone: str, far: float = 1e-3) -> float:
     """Decision threshold on the logit for a target false-accept rate, chosen on LFW set 5 (validation)."""
+    return validation_thresholds(cfg, gen, backbone, [far])[far]
+
+
+def validation_thresholds(cfg: Config, gen: WeightGenerator, backbone: str, fars) -> dict[float, float]:
+    """validation_threshold for several FARs, from one scoring of the same ~20,000 impostor pairs."""
     split = LFWSplit(open_dataset(cfg, "lfw"))
     records = split.records("val")
     data = load_records_data(cfg, "lfw", records, backbone, gen.spec.input_size)
@@ -50,7 +55,23 @@ def validation_threshold(cfg: Config, gen: WeightGenerator, backbone: str, far: 
     ids = np.array([r.identity for r in records])
     a, b = rng.integers(0, len(records), 20000), rng.integers(0, len(records), 20000)
     keep = ids[a] != ids[b]
-    return threshold_at_far(pair_logits(gen, data, a[keep], b[keep]), far)
+    impostors = pair_logits(gen, data, a[keep], b[keep])
+    return {far: threshold_at_far(impostors, far) for far in fars}
+
+
+def store_generator_thresholds(cfg: Config, generator: str | None = None, fars=(1e-2,)) -> dict[str, Any]:
+    """Choose the thresholds for ``fars`` on LFW set 5 and store them in the generator file's metadata
+    (``thresholds``, by FAR); the weights and the other metadata are kept as they are."""
+    from .model_io import generator_thresholds, load_generator, update_generator_metadata
+
+    path = generator or str(cfg.get_path("hypernet.generator_path"))
+    gen, meta = load_generator(path)
+    chosen = validation_thresholds(cfg, gen, meta["backbone"], [float(f) for f in fars])
+    update_generator_metadata(path, {"thresholds": {**generator_thresholds(meta),
+                                                    **{f"{far:g}": float(t) for far, t in chosen.items()}},
+                                     "thresholds_data": "LFW set 5"})
+    return {"generator": str(path), "thresholds": generator_thresholds(load_generator(path)[1]),
+            "data": "LFW set 5 (20,000 random impostor pairs, seed 0)"}
 
 
 def load_trained(generator: str | None = None, checkpoint: str | None = None) -> tuple[WeightGenerator, dict[str, Any]]:
@@ -184,9 +205,13 @@ def export_generator(cfg: Config, checkpoint: str, out: str | None = None, far: 
     gen, meta = load_trained(checkpoint=checkpoint)
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     state = json.loads(ckpt["state"])
-    threshold = validation_threshold(cfg, gen, meta["backbone"], far)
+    # The decision threshold (``far``) and the browser page's lenient one (server.unlock_far, 1e-2).
+    thresholds = validation_thresholds(cfg, gen, meta["backbone"], sorted({far, 1e-2}))
+    threshold = thresholds[far]
     path = save_generator(gen, out or cfg.get_path("hypernet.generator_path"), meta["backbone"],
                           extra={"threshold": threshold, "threshold_far": far, "threshold_data": "LFW set 5",
+                                 "thresholds": {f"{f:g}": float(t) for f, t in thresholds.items()},
+                                 "thresholds_data": "LFW set 5",
                                  "step": meta["step"], "best_val_auc": state.get("best_val_auc")})
     return {"generator": str(path), "bytes": Path(path).stat().st_size, "threshold": threshold, "far": far,
-            "step": meta["step"], **f_cost(gen.spec)}
+            "thresholds": {f"{f:g}": t for f, t in thresholds.items()}, "step": meta["step"], **f_cost(gen.spec)}

@@ -49,6 +49,39 @@ def save_generator(gen: WeightGenerator, path: str | Path, backbone: str, extra:
     return path
 
 
+def generator_thresholds(meta: dict[str, Any]) -> dict[str, float]:
+    """The decision thresholds a generator file stores, by FAR (``"0.001"`` -> logit): its ``thresholds``,
+    and its single ``threshold`` at ``threshold_far`` (files exported before ``thresholds`` existed)."""
+    out = {}
+    if "threshold" in meta and meta.get("threshold_far") is not None:
+        out[f"{float(meta['threshold_far']):g}"] = float(meta["threshold"])
+    for far, value in (meta.get("thresholds") or {}).items():
+        out[f"{float(far):g}"] = float(value)
+    return out
+
+
+def stored_threshold(meta: dict[str, Any], far: float) -> float | None:
+    """The generator file's threshold for ``far``, or None when it stores none for that FAR."""
+    for key, value in generator_thresholds(meta).items():
+        if abs(float(key) - far) <= 1e-9 * max(abs(far), 1e-12):
+            return value
+    return None
+
+
+def update_generator_metadata(path: str | Path, extra: dict[str, Any]) -> Path:
+    """Merge ``extra`` into a generator file's metadata; the weights are written back as they are
+    (fp16 -> float32 -> fp16 is exact), through a temporary file and an atomic rename."""
+    import os
+
+    path = Path(path)
+    gen, meta = load_generator(path)
+    backbone = meta.pop("backbone")
+    tmp = path.with_name(path.name + ".tmp")
+    save_generator(gen, tmp, backbone, {**meta, **extra})
+    os.replace(tmp, path)
+    return path
+
+
 def load_generator(path: str | Path) -> tuple[WeightGenerator, dict[str, Any]]:
     meta, state = _read_safetensors(Path(path), "generator file")
     if meta.get("format") != GENERATOR_FORMAT:

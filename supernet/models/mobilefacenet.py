@@ -114,9 +114,9 @@ class Bottleneck(nn.Module):
     """Inverted residual: 1x1 expand (PReLU) -> kxk depthwise (PReLU) -> 1x1 linear project, + x if shapes match."""
 
     def __init__(self, cin: int, cout: int, expand: int, stride: int, kernel: int, in_size: int,
-                 same_pad: bool = True):
+                 same_pad: bool = True, mid: int | None = None):
         super().__init__()
-        mid = cin * expand
+        mid = cin * expand if mid is None else mid  # an explicit ``mid``: a channel-sliced subnet block
         self.expand = ConvBN(cin, mid, 1)
         self.depthwise = ConvBN(mid, mid, kernel, stride, groups=mid, in_size=in_size, same_pad=same_pad)
         self.project = ConvBN(mid, cout, 1, act=False)
@@ -195,6 +195,17 @@ class MobileFaceNet(nn.Module):
         if x.shape[-2:] != (self.input_size, self.input_size):
             raise ValueError(f"MobileFaceNet built for {self.input_size}px input, got {tuple(x.shape[-2:])}")
         return self.head(self.stages(self.stem(x))).flatten(1)
+
+
+@torch.no_grad()
+def fold_input_scale(model: MobileFaceNet, scale: float) -> MobileFaceNet:
+    """Feed ``model`` inputs ``x / scale`` instead of ``x`` with the same outputs, e.g. scale = 127.5 / 128 for
+    weights trained on (x - 127.5) / 128 and inputs normalised as (x - 127.5) / 127.5.
+
+    Exact: the first conv is linear and its zero padding is unchanged by scaling.
+    """
+    model.stem.conv.conv.weight.mul_(scale)
+    return model
 
 
 def count_params_and_macs(model: nn.Module, input_size: int = 112) -> tuple[int, int]:

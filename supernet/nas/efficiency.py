@@ -37,10 +37,19 @@ class BlockSpec:
     stride: int = 1
     act: str = "relu"
     se: bool = False
+    mid: int = 0         # MobileFaceNet blocks: expansion channels; stem/head: 1 with the extra pointwise conv
+    width: int = 0       # MobileFaceNet head: channels of its 1x1 conv and GDConv
 
     @property
     def key(self) -> str:
         io = f"input:{self.size_in}x{self.size_in}x{self.cin}-output:{self.size_out}x{self.size_out}x{self.cout}"
+        if self.kind == "mfn_block":
+            idskip = int(self.stride == 1 and self.cin == self.cout)
+            return f"mfn_bottleneck-{io}-mid:{self.mid}-kernel:{self.kernel}-stride:{self.stride}-idskip:{idskip}"
+        if self.kind == "mfn_stem":
+            return f"mfn_stem-{io}-pw:{self.mid}"
+        if self.kind == "mfn_head":
+            return f"mfn_head-input:{self.size_in}x{self.size_in}x{self.cin}-width:{self.width}-output:{self.cout}-pw:{self.mid}"
         if self.kind == "mbconv":
             idskip = int(self.stride == 1 and self.cin == self.cout)
             e = f"{self.expand:g}"
@@ -98,6 +107,16 @@ class NetworkGeometry:
 
 def block_params(b: BlockSpec) -> int:
     bn = lambda c: 2 * c  # noqa: E731  (weight + bias; running stats are buffers)
+    cbp = lambda cin, cout, k=1, groups=1, prelu=True: cin // groups * cout * k * k + bn(cout) + (cout if prelu else 0)  # noqa: E731
+    if b.kind == "mfn_block":   # ConvBN + PReLU: expand, depthwise; linear project
+        return cbp(b.cin, b.mid) + cbp(b.mid, b.mid, b.kernel, b.mid) + cbp(b.mid, b.cout, prelu=False)
+    if b.kind == "mfn_stem":
+        pw = cbp(b.cout, b.cout, prelu=False) if b.mid else 0
+        return cbp(3, b.cout, 3) + cbp(b.cout, b.cout, 3, b.cout) + pw
+    if b.kind == "mfn_head":
+        w, k = b.width, b.size_in
+        pw = cbp(w, w, prelu=False) if b.mid else 0
+        return cbp(b.cin, w) + cbp(w, w, k, w, prelu=False) + pw + cbp(w, b.cout, prelu=False)
     if b.kind == "stem":
         return 3 * b.cout * 9 + bn(b.cout)
     if b.kind in ("final_expand",):
@@ -209,6 +228,7 @@ class DeviceProfile:
     width_mult: float
     embed_dim: int = 128
     calibration: dict | None = None   # {"scale", "offset", "n_subnets", ...}: see LatencyLUT
+    space: str = "ofa_mbv3"           # the search space (supernet.spaces) whose blocks the LUT holds
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -230,8 +250,11 @@ class DeviceProfile:
             data["lut_file"] = str((path.parent / lut).resolve())
         return cls(**data)
 
-    def lut(self, space: SearchSpace, calibrated: bool = True) -> LatencyLUT:
-        geom = NetworkGeometry(space, self.width_mult, self.input_size, self.embed_dim)
+    def lut(self, space: Any, calibrated: bool = True) -> LatencyLUT:
+        """The LUT over ``space`` (an object of this profile's search space kind)."""
+        from ..spaces import space_kind
+
+        geom = space_kind(self.space).geometry(space, self.input_size, self.width_mult, self.embed_dim)
         return LatencyLUT(geom, LatencyLUT.read_text(self.lut_file), self.calibration if calibrated else None)
 
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..latency import time_calls
 from ..layers import ConvBNAct, MBConv, mid_channels
+from ..models.mobilefacenet import Bottleneck, ConvBN
 from .efficiency import BlockSpec, LatencyLUT, LUTEntry, NetworkGeometry
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -32,7 +33,36 @@ class _Logits(nn.Module):
         return nn.functional.normalize(self.projection(x.flatten(1)), dim=1)
 
 
+class _MFNHead(nn.Module):
+    """A MobileFaceNet head timed as one LUT block: conv, GDConv, [pointwise], embedding, L2 norm."""
+
+    def __init__(self, head: nn.Sequential):
+        super().__init__()
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(self.head(x).flatten(1), dim=1)
+
+
+def _mfn_block_module(b: BlockSpec) -> nn.Module:
+    from ..models.mobilefacenet import Bottleneck, MobileFaceNet, StageSpec
+
+    if b.kind == "mfn_block":
+        return Bottleneck(b.cin, b.cout, 1, b.stride, b.kernel, b.size_in, mid=b.mid)
+    # stem/head: cut from a MobileFaceNet of that shape (one single-block stage whose output is the head's input)
+    stride = 1 if b.kind == "mfn_stem" else 2
+    size = b.size_in if b.kind == "mfn_stem" else b.size_in * 4   # the head sees input / 4 here
+    net = MobileFaceNet(embed_dim=b.cout if b.kind == "mfn_head" else 128, extra_pointwise=bool(b.mid),
+                        stem_channels=b.cout if b.kind == "mfn_stem" else b.cin,
+                        head_channels=b.width or 512, stages=[StageSpec(1, b.cin if b.kind == "mfn_head" else b.cout, 1,
+                                                                        stride)],
+                        input_size=size)
+    return net.stem if b.kind == "mfn_stem" else _MFNHead(net.head)
+
+
 def block_module(b: BlockSpec) -> nn.Module:
+    if b.kind.startswith("mfn_"):
+        return _mfn_block_module(b)
     if b.kind == "stem":
         return ConvBNAct(3, b.cout, 3, 2, act="hswish")
     if b.kind == "final_expand":
@@ -89,9 +119,8 @@ def _tflite_runner(module: nn.Module, shape, threads: int, workdir: Path) -> Cal
     from ai_edge_litert.interpreter import Interpreter
 
     from ..export import _KerasBuilder, to_keras
-    from ..static import StaticMobileNetV3
 
-    if isinstance(module, StaticMobileNetV3):
+    if hasattr(module, "net_config"):   # a whole static subnet of any registered space
         model = to_keras(module)
     else:
         model = _keras_block(_KerasBuilder(), module, shape)
@@ -131,6 +160,9 @@ def _keras_block(builder, module: nn.Module, shape):
         dense.set_weights([module.projection.weight.detach().numpy().T, module.projection.bias.detach().numpy()])
         return tf.keras.Model(inp, L.UnitNormalization(axis=-1)(x))
     inp = tf.keras.Input((shape[2], shape[3], shape[1]), batch_size=1)
+    if isinstance(module, (Bottleneck, _MFNHead)) or (isinstance(module, nn.Sequential)
+                                                        and all(isinstance(m, ConvBN) for m in module)):
+        return tf.keras.Model(inp, builder.mfn_module(inp, module))
     if isinstance(module, MBConv):
         x = builder.mbconv(inp, module)
     elif isinstance(module, ConvBNAct):

@@ -121,3 +121,49 @@ def test_detector_options_from_config():
         build_detector({"kind": "yunet", "no_such_option": 1})
     with pytest.raises(ConfigError, match="unknown face detector"):
         build_detector("yunett")
+
+
+def test_yunet_thresholds_share_one_network_run_per_image(zico, two_faces_image):
+    """yunet -> yunet@0.7 (the default chain's tail) runs the network once per image; each member still
+    finds exactly what a detector of its own threshold finds alone (greedy NMS: lower scores never
+    suppress higher ones)."""
+    import cv2
+
+    from hyperver.model_files import require_model_file
+
+    strict, loose = build_detector("yunet"), build_detector({"kind": "yunet", "score_threshold": 0.7})
+    assert strict._net is loose._net and strict._net.floor <= 0.7
+    path = str(require_model_file("yunet"))
+    grid = np.tile(zico, (3, 3, 1))                                    # nine small faces
+    for image in (zico, two_faces_image, grid, np.full((300, 300, 3), 90, np.uint8)):
+        for det in (strict, loose):
+            alone = cv2.FaceDetectorYN.create(path, "", (320, 320), det.score_threshold, 0.3, 5000)
+            bgr = np.ascontiguousarray(image[..., ::-1])
+            alone.setInputSize((bgr.shape[1], bgr.shape[0]))
+            rows = alone.detect(bgr)[1]
+            rows = np.zeros((0, 15)) if rows is None else rows
+            got = det.detect(image)
+            assert len(got) == len(rows)
+            for face, row in zip(got, rows):
+                np.testing.assert_allclose(face.box, [row[0], row[1], row[0] + row[2], row[1] + row[3]], atol=1e-4)
+                assert face.score == pytest.approx(float(row[14]))
+    calls = []
+    real = strict._net.det
+
+    class Counting:                                                    # cv2's methods cannot be patched
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def detect(self, bgr):
+            calls.append(bgr.shape)
+            return real.detect(bgr)
+
+    strict._net.det = Counting()
+    try:
+        image = zico.copy()                                            # a new image: one run for both
+        strict.detect(image), loose.detect(image), strict.detect(image)
+        assert len(calls) == 1
+        loose.detect(image, upsample=1)                                # another input size: its own run
+        assert len(calls) == 2
+    finally:
+        strict._net.det = real

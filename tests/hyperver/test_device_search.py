@@ -29,7 +29,8 @@ def test_found_subnets_are_timed_against_the_largest_in_the_same_batch():
     from supernet.space import DEFAULT_SPACE
 
     cfg = load_config(overrides=["search.lut={warmup: 1, repeats: 3, rounds: 2}"], env={})
-    net = SimpleNamespace(space=DEFAULT_SPACE, width_mult=1.0, input_size=32, embed_dim=128)
+    net = SimpleNamespace(space=DEFAULT_SPACE, width_mult=1.0, input_size=32, embed_dim=128,
+                          net_config=lambda arch: {"arch": arch, "width_mult": 1.0, "input_size": 32, "embed_dim": 128})
     prof = SimpleNamespace(runtime="torch", threads=1, name="cpu")
     found = [{"arch": DEFAULT_SPACE.smallest(), "budget_ms": 1e6, "budget_rel": 0.9},
              {"arch": DEFAULT_SPACE.largest(), "budget_ms": 1e-6, "budget_rel": 0.5}]

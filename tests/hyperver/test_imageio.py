@@ -98,3 +98,51 @@ def test_32bit_greyscale_of_unknown_range_is_scaled_by_its_maximum():
     assert np.abs(img[0, :, 0].astype(int) - np.rint(ramp[0] * 255 / 63000)).max() <= 1
     small = np.tile(np.arange(64, dtype=np.int32) * 4, (40, 1))              # already 0..252: kept as is
     assert (decode_image(_encoded(small, "TIFF"))[:, :, 0] == small).all()
+
+
+def test_probe_checks_the_header_without_decoding(lfw_images):
+    """The server checks every photo of a request this way before it decodes the first."""
+    from hyperver.data.imageio import probe_image
+    from hyperver.errors import (CorruptImageError, ImageDimensionsTooLargeError, ImageTooSmallError,
+                                 NotAnImageError)
+
+    assert probe_image(_jpeg(64, 48)) == (64, 48)
+    huge = _encoded(np.zeros((5000, 5000), np.uint8), "PNG")          # 25 MP in a few KB
+    with pytest.raises(ImageDimensionsTooLargeError, match="5000x5000"):
+        probe_image(huge, max_pixels=20_000_000)
+    with pytest.raises(NotAnImageError):
+        probe_image(b"this is not a photo")
+    with pytest.raises(ImageTooSmallError, match="20x20"):
+        probe_image(_jpeg(20, 20))
+    with pytest.raises(ImageError, match="too large"):
+        probe_image(_jpeg(), max_bytes=10)
+    good = (lfw_images / "Zico" / "Zico_0001.jpg").read_bytes()
+    assert probe_image(good[: len(good) // 2]) == (250, 250)            # the header is intact ...
+    with pytest.raises(CorruptImageError):
+        decode_image(good[: len(good) // 2])                            # ... the pixels are not
+
+
+@pytest.mark.parametrize("mode", ["L", "P", "LA", "RGBA", "CMYK", "RGB"])
+def test_every_mode_decodes_like_pillows_rgb_conversion(mode):
+    """Band-wise conversion (and L -> RGB by numpy) gives Pillow's own convert('RGB'), as a writable array."""
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 256, (1100, 1000, 3), dtype=np.uint8)).convert(mode)   # several bands
+    buf = io.BytesIO()
+    img.save(buf, format="TIFF" if mode == "CMYK" else "PNG")
+    data = buf.getvalue()
+    assert Image.open(io.BytesIO(data)).mode == mode
+    out = decode_image(data)
+    assert out.flags.writeable and out.flags.c_contiguous and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+
+
+def test_exif_orientation_is_still_applied():
+    img = Image.new("RGB", (64, 48), (0, 0, 0))
+    img.paste((255, 255, 255), (0, 0, 8, 8))                            # a white corner, top left
+    exif = Image.Exif()
+    exif[0x0112] = 6                                                    # rotate 90 degrees clockwise to view
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", exif=exif, quality=95)
+    out = decode_image(buf.getvalue())
+    assert out.shape == (64, 48, 3)
+    assert out[:8, -8:].mean() > 200 and out[:8, :8].mean() < 50       # the corner is now top right

@@ -77,3 +77,21 @@ def test_same_person_is_more_similar_than_different_people(model_path, faces):
     impostor = sim[~same]
     assert genuine.min() > impostor.max(), (genuine.min(), impostor.max())
     assert genuine.mean() - impostor.mean() > 0.4
+
+
+def test_seeded_supernet_largest_subnet_is_the_tflite_model(faces, tflite_embeddings):
+    """Step 0 of SuperNet v2: the elastic MobileFaceNet seeded by name equals the TFLite file on real faces,
+    fed this project's input convention, after its folded BN is unfolded on those faces."""
+    from hyperver.descriptor.seed import seed_supernet
+    from supernet.spaces.mobilefacenet import ElasticMobileFaceNet, MobileFaceNetSpace
+
+    x = torch.from_numpy(faces * 128.0 / 127.5).permute(0, 3, 1, 2).contiguous()   # (x - 127.5) / 127.5
+    scale = float(np.abs(tflite_embeddings).max())
+    for kernels in [(3,), (3, 5)]:
+        net = ElasticMobileFaceNet(MobileFaceNetSpace(kernels=kernels), normalize=False)
+        seed_supernet(net, "mobilefacenet", [x], n_images=len(x))
+        with torch.no_grad():
+            emb = net.eval()(x).numpy()
+            sub = net.get_subnet(net.space.largest()).eval()(x).numpy()
+        assert float(np.abs(emb - tflite_embeddings).max()) <= 1e-4 * scale
+        assert float(np.abs(sub - tflite_embeddings).max()) <= 1e-4 * scale

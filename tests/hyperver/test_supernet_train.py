@@ -109,3 +109,58 @@ def test_torchrun_two_process_gloo_smoke(tmp_path, data_root):
                          timeout=600)
     assert out.returncode == 0, (out.stdout[-2000:], out.stderr[-3000:])
     assert _ckpt_state(tmp_path)["phase"] == 2
+
+
+MFN_TINY = """_base_: base.yaml
+supernet:
+  space: elastic_mfn
+  pretrained: mobilefacenet
+  distill_from: self
+  teacher: mobilefacenet
+  sources: [lfw_train]
+  limit_per_source: 24
+  batch_size: 8
+  input_size: 112
+  checkpoint_dir: {ckpt}
+  bn_images: 16
+  warmup_steps: 1
+  threads: 1
+  optimizer: adamw
+  loss: {{w_cos: 1.0, w_centered: 1.0, w_arc: 0.0}}
+  phases:
+    - {{name: depth, epochs: 1, lr: 0.0002, depths: all, n_subnets: 1, include_smallest: true}}
+    - {{name: expand, epochs: 1, lr: 0.0002, depths: all, expands: all, n_subnets: 1, sort_channels: true}}
+"""
+
+
+def test_mobilefacenet_supernet_seeds_trains_and_continues_its_schedule_elsewhere(tmp_path, data_root, monkeypatch):
+    """The v2 SuperNet: seeded from the pretrained MobileFaceNet (largest subnet = teacher at step 0), a few
+    sandwich steps with targets from the frozen seeded net, then exported and continued by another trainer."""
+    from hyperver.config import load_config
+    from hyperver.descriptor.train import build_trainer, export_training_state, init_from
+
+    monkeypatch.setenv("HYPERVER_DATA", str(data_root))
+    monkeypatch.setenv("HYPERVER_CACHE", str(tmp_path / "cache"))
+    cfg_path = tmp_path / "mfn.yaml"
+    cfg_path.write_text(MFN_TINY.format(ckpt=tmp_path / "ckpt"))
+    cfg = load_config(cfg_path)
+    trainer, data = build_trainer(cfg, log=lambda *_: None)
+    net = trainer.net
+    assert type(net).__name__ == "ElasticMobileFaceNet" and net.embed_dim == 192
+    batch = next(trainer.batches(0, 0))
+    with torch.no_grad():
+        student = net.eval()(batch["image"])
+    # The frozen-self target is the seeded network itself: the largest subnet starts at cosine ~1.
+    assert float((student * batch["teacher"]).sum(1).min()) > 0.999
+    logs = trainer._train_step(trainer.cfg.phases[0], batch)
+    assert 0 < logs["cos"] < 0.5
+    trainer.state.phase, trainer.state.step_in_phase, trainer.state.global_step = 1, 2, 5
+    files = export_training_state(trainer, tmp_path / "w" / "mfn.safetensors")
+    other, _ = build_trainer(cfg, log=lambda *_: None)
+    init_from(other, files["weights"], continue_schedule=True)
+    assert (other.state.phase, other.state.step_in_phase, other.state.global_step) == (1, 2, 5)
+    x = batch["image"][:2]
+    for n in (net, other.net):
+        n.set_active(n.space.largest())   # a train step leaves the last sampled subnet active
+    with torch.no_grad():
+        assert torch.allclose(other.net.eval()(x), net.eval()(x), atol=5e-3)   # fp16 export
