@@ -33,7 +33,7 @@ from torch import nn
 
 from ..layers import copy_sliced_bn, make_divisible, shrink_kernel, sliced_batch_norm
 from ..models.mobilefacenet import Bottleneck, ConvBN, MobileFaceNet, StageSpec as MFNRow, tf_same_padding
-from .staged import Arch, StagedSpace
+from .staged import StagedSpace
 
 KIND = "elastic_mfn"
 
@@ -54,7 +54,7 @@ MFN_STAGES = (MFNStage(64, 2, 2, 2), MFNStage(128, 2, 4, 2), MFNStage(128, 2, 4,
 class MobileFaceNetSpace(StagedSpace):
     """The elastic MobileFaceNet space; ``e`` values are percentages of the pretrained expansion."""
 
-    stage_depths: tuple[tuple[int, ...], ...] = ((2, 3, 4, 5), (3, 4, 5, 6, 7), (1, 2, 3))
+    stage_depths: tuple[tuple[int, ...], ...] = ((2, 3, 4, 5), (3, 4, 5, 6, 7), (1, 2, 3))  # type: ignore[assignment]
     kernels: tuple[int, ...] = (3,)
     expands: tuple[int, ...] = (50, 75, 100)
     stages: tuple[MFNStage, ...] = MFN_STAGES

@@ -10,7 +10,6 @@ with no allowed value keeps its largest depth), so ``[max(space.depths)]`` means
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -18,8 +17,10 @@ import numpy as np
 Arch = dict[str, list[int]]
 
 
-@dataclass(frozen=True)
 class StagedSpace:
+    """Everything derived from three attributes a subclass provides (as dataclass fields or properties):
+    ``stage_depths`` (depth choices per stage), ``kernels`` and ``expands`` (choices per block slot)."""
+
     stage_depths: tuple[tuple[int, ...], ...]
     kernels: tuple[int, ...]
     expands: tuple[int, ...]
@@ -62,9 +63,10 @@ class StagedSpace:
         if len(d) != self.n_stages or len(k) != self.n_slots or len(e) != self.n_slots:
             raise ValueError(f"need {self.n_stages} depths and {self.n_slots} kernels/expands, "
                              f"got {len(d)}, {len(k)}, {len(e)}")
-        for s, depth in enumerate(d):
-            if depth not in self.stage_depths[s]:
-                raise ValueError(f"depth {depth} of stage {s} is outside its choices {list(self.stage_depths[s])}")
+        bad_depths = sorted({depth for s, depth in enumerate(d) if depth not in self.stage_depths[s]})
+        if bad_depths:
+            raise ValueError(f"depth values {bad_depths} are outside the stage choices "
+                             f"{[list(c) for c in self.stage_depths]}")
         for name, vals, allowed in (("kernel", k, self.kernels), ("expand", e, self.expands)):
             bad = sorted(set(vals) - set(allowed))
             if bad:

@@ -2,7 +2,6 @@
 a set-5 subset for the descriptor threshold), on the committed weights and sample photos."""
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil

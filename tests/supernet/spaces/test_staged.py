@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from supernet.spaces.staged import StagedSpace
+from supernet.spaces.mobilefacenet import MobileFaceNetSpace
 from supernet.train import Phase
 
-S = StagedSpace(stage_depths=((2, 3, 4, 5), (3, 4, 5, 6, 7), (1, 2, 3)), kernels=(3, 5), expands=(50, 75, 100))
+S = MobileFaceNetSpace(kernels=(3, 5))
 
 
 def test_shape():
@@ -20,7 +20,7 @@ def test_validate_normalises_inactive_slots_and_rejects_bad_archs():
     arch["k"][14], arch["e"][14] = 5, 100
     norm = S.validate(arch)
     assert (norm["k"][14], norm["e"][14]) == (3, 50) and norm["k"][12] == 5
-    with pytest.raises(ValueError, match="depth 2 of stage 1"):
+    with pytest.raises(ValueError, match="depth values \\[2\\]"):
         S.validate({**S.largest(), "d": [5, 2, 3]})
     with pytest.raises(ValueError, match="need 3 depths"):
         S.validate({**S.largest(), "d": [5, 7]})
