@@ -59,8 +59,12 @@ DEFAULT_SPACE = SearchSpace()
 
 
 def arch_id(arch: Mapping[str, Sequence[int]]) -> str:
-    """A compact readable id, e.g. 'd43234-k7735...-e6643...' (inactive slots included)."""
-    return "d" + "".join(map(str, arch["d"])) + "-k" + "".join(map(str, arch["k"])) + "-e" + "".join(map(str, arch["e"]))
+    """A compact readable id, e.g. 'd43234-k7735...-e6643...' (inactive slots included); a list holding
+    multi-digit values is dot-separated ('e100.75.50...'), so ids stay unambiguous in every space."""
+    def part(values: Sequence[int]) -> str:
+        text = [str(int(v)) for v in values]
+        return ("." if any(len(t) > 1 for t in text) else "").join(text)
+    return "d" + part(arch["d"]) + "-k" + part(arch["k"]) + "-e" + part(arch["e"])
 
 
 def save_arch(arch: Mapping[str, Any], path: str | Path, **extra: Any) -> Path:

@@ -64,3 +64,14 @@ def test_mutation_and_crossover_stay_in_the_space():
         assert S.validate(child) == child
         for s, depth in enumerate(child["d"]):
             assert depth in S.stage_depths[s]
+
+
+def test_arch_ids_are_unambiguous_with_multi_digit_choices():
+    from supernet.space import DEFAULT_SPACE, arch_id
+
+    assert arch_id(DEFAULT_SPACE.largest()) == "d44444-k" + "7" * 20 + "-e" + "6" * 20   # unchanged for OFA MobileNetV3
+    largest = arch_id(S.largest())
+    assert largest.startswith("d573-k") and largest.endswith("-e" + ".".join(["100"] * 15))
+    rng = np.random.default_rng(3)
+    archs = [S.sample(rng) for _ in range(300)]
+    assert len({arch_id(a) for a in archs}) == len({str(a) for a in archs})
