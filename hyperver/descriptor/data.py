@@ -81,9 +81,12 @@ def load_face_tensors(cfg: Config, sources: Sequence[str], teacher: str | None =
 
 def load_bn_calibration(cfg: Config, sources: Sequence[str] | None = None,
                         limit_per_source: int | None = None) -> FaceTensors:
-    """The BN-recalibration images (``BN_CALIBRATION_SOURCES`` unless given): crops only, so
-    recalibrating a subnet does not depend on which teacher its SuperNet was distilled from."""
-    return load_face_tensors(cfg, list(sources or BN_CALIBRATION_SOURCES), None, limit_per_source=limit_per_source)
+    """The BN-recalibration images (``sources``, else config ``supernet.bn_sources``, else
+    ``BN_CALIBRATION_SOURCES``): crops only, so recalibrating a subnet does not depend on which teacher
+    its SuperNet was distilled from. A SuperNet trained on another mixture (e.g. with UTKFace) may want its
+    own: chosen on LFW set 5."""
+    sources = sources or cfg.get_path("supernet.bn_sources") or BN_CALIBRATION_SOURCES
+    return load_face_tensors(cfg, list(sources), None, limit_per_source=limit_per_source)
 
 
 def to_input(crops_uint8: torch.Tensor, size: int) -> torch.Tensor:
