@@ -248,9 +248,10 @@ def face_subnet_evaluator(cfg: Config, net, calibration_data=None):
     teacher_emb = val.data.teacher.numpy()
 
     def evaluate(arch: dict) -> dict[str, float]:
-        sub = net.get_subnet(arch)
+        # channels_last: ~1.3x faster depthwise convolutions on CPU (measured on an elastic_mfn subnet).
+        sub = net.get_subnet(arch).to(memory_format=torch.channels_last)
         recalibrate_bn(sub, calib_batches, max_images=bn_images)
-        with torch.no_grad():
+        with torch.inference_mode():
             emb = embed_crops(sub, val.data.crops, net.input_size)
         pair_scores = np.sum(emb[val.pair_a] * emb[val.pair_b], axis=1)
         _, pair_acc = best_accuracy_threshold(pair_scores, val.same)

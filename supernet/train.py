@@ -40,6 +40,8 @@ class Phase:
     n_subnets: int = 0                      # sampled subnets per step besides the largest
     sort_channels: bool = False             # OFA sorts expansion channels before elastic expand
     include_smallest: bool = False          # BigNAS sandwich rule: the smallest subnet in every step too
+    largest_weight: float = 1.0             # the largest subnet's share of the step's loss relative to each
+                                            # other subnet's (>1 holds the largest near a seeded network)
 
     def choices(self, space) -> dict[str, Sequence[int]]:
         """The phase's allowed values per dimension: a list, "all" (the space's choices) or None (the largest)."""
@@ -244,17 +246,20 @@ class ProgressiveShrinkingTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
         archs = self._step_archs(phase, rng)
-        for arch in archs:
+        # archs[0] is the largest; the step's loss is a weighted mean over its subnets.
+        weights = [float(phase.largest_weight)] + [1.0] * (len(archs) - 1)
+        total_weight = sum(weights)
+        for arch, weight in zip(archs, weights):
             self.net.set_active(arch)
             image = batch["image"]
             if self.cfg.channels_last:
                 image = image.contiguous(memory_format=torch.channels_last)
             emb = self.model(image)
             loss, parts = self.loss_fn(emb, batch)
-            (loss / len(archs)).backward()
+            (loss * (weight / total_weight)).backward()
             for k, v in parts.items():
-                totals[k] = totals.get(k, 0.0) + v / len(archs)
-            totals["loss"] = totals.get("loss", 0.0) + float(loss.detach()) / len(archs)
+                totals[k] = totals.get(k, 0.0) + v * weight / total_weight
+            totals["loss"] = totals.get("loss", 0.0) + float(loss.detach()) * weight / total_weight
         if self.cfg.grad_clip:
             nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]], self.cfg.grad_clip)
         self.optimizer.step()

@@ -31,3 +31,33 @@ def test_smallest_respects_the_phase_choices():
 
 def test_default_phase_trains_only_the_largest():
     assert _archs(Phase(name="full", epochs=1, lr=1e-3)) == [S.largest()]
+
+
+def test_largest_weight_sets_the_largest_subnets_share_of_the_step_loss():
+    import torch
+
+    phase = Phase(name="polish", epochs=1, lr=0.0, kernels=[3, 5, 7], depths=[2, 3, 4], expands=[3, 4, 6],
+                  n_subnets=1, include_smallest=True, largest_weight=3.0)
+    param = torch.nn.Parameter(torch.ones(1))
+    active = {}
+    # The loss of each subnet is param * (a number that identifies the subnet): the gradient is then
+    # the weighted mean of those numbers.
+    slope = {"largest": 10.0, "smallest": 1.0, "other": 4.0}
+
+    def which(arch):
+        return "largest" if arch == S.largest() else "smallest" if arch == S.smallest() else "other"
+
+    net = SimpleNamespace(space=S, set_active=lambda arch: active.update(arch=arch))
+    trainer = SimpleNamespace(
+        net=net, state=SimpleNamespace(global_step=0, step_in_phase=0),
+        cfg=SimpleNamespace(seed=0, channels_last=False, grad_clip=0.0),
+        lr_at=lambda ph, step: 0.0, optimizer=torch.optim.SGD([param], lr=0.0),
+        loss_fn=lambda emb, batch: (emb.sum(), {}))
+
+    def model(image):
+        return param * slope[which(active["arch"])]
+    model.train = lambda: None
+    trainer.model = model
+    trainer._step_archs = lambda ph, rng: ProgressiveShrinkingTrainer._step_archs(trainer, ph, rng)
+    ProgressiveShrinkingTrainer._train_step(trainer, phase, {"image": torch.zeros(1)})
+    assert abs(float(param.grad) - (3 * 10.0 + 1.0 + 4.0) / 5) < 1e-6
