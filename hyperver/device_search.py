@@ -15,7 +15,7 @@ import numpy as np
 
 from supernet.nas.dataset import build_accuracy_dataset, read_dataset, split_rows
 from supernet.nas.efficiency import DeviceProfile, LatencyLUT, NetworkGeometry
-from supernet.space import DEFAULT_SPACE, SearchSpace
+from supernet.spaces.staged import StagedSpace
 
 from .config import Config
 from .errors import ConfigError
@@ -292,7 +292,15 @@ def build_dataset(cfg: Config, n: int | None = None, weights: str | None = None,
 
 
 # -- predictors -------------------------------------------------------------------------------------
-def fit_predictors(cfg: Config, rows: Sequence[dict], space: SearchSpace = DEFAULT_SPACE):
+def search_space(cfg: Config, weights: str | None = None):
+    """The search space of the configured SuperNet (read from its file's metadata, no weights loaded)."""
+    from supernet.io import read_supernet_config
+    from supernet.spaces import space_of
+
+    return space_of(read_supernet_config(weights or cfg.get_path("search.supernet_weights")))
+
+
+def fit_predictors(cfg: Config, rows: Sequence[dict], space):
     from supernet.nas.predictor import MLPAccuracyPredictor, PairwiseComparator
 
     metric = cfg.get_path("search.target_metric")
@@ -312,7 +320,7 @@ def evaluate_predictors(cfg: Config, out: str = "results/comparator.json", path:
         raise ConfigError(f"the accuracy dataset has {len(rows)} subnets; build it first (hyperver search build-dataset)")
     train, held = split_rows(rows, float(dc["holdout"]), int(dc["seed"]))
     t0 = time.time()
-    nac, mlp = fit_predictors(cfg, train)
+    nac, mlp = fit_predictors(cfg, train, search_space(cfg))
     fit_s = time.time() - t0
     metric = cfg.get_path("search.target_metric")
     archs = [r["arch"] for r in held]
@@ -348,7 +356,7 @@ def guard_margin(cfg: Config, calibration: Mapping[str, Any] | None) -> float:
 
 
 def budget_for(cfg: Config, lut: LatencyLUT, budget_ms: float | None, budget_rel: float | None,
-               reference: str | None, max_params: int | None, space: SearchSpace,
+               reference: str | None, max_params: int | None, space: StagedSpace,
                calibration: Mapping[str, Any] | None = None):
     from supernet.nas.search import Budget
     from supernet.space import load_arch

@@ -29,6 +29,23 @@ def _build(config: dict) -> nn.Module:
     return build_supernet(config)
 
 
+def read_supernet_config(path: str | Path) -> dict:
+    """The architecture config stored in a SuperNet safetensors file, without loading its weights."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"SuperNet weights not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:
+        raise ValueError(f"corrupt or unreadable SuperNet file {path}: {exc}") from exc
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a {FORMAT} file (format={meta.get('format')!r})")
+    return json.loads(meta["config"])
+
+
 def load_supernet(path: str | Path) -> nn.Module:
     """From a safetensors export or a training checkpoint (``last.pt``, loaded with weights_only)."""
     path = Path(path)

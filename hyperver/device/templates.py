@@ -8,6 +8,8 @@ decodes back to the theta index of each element. int8 buffers are matched to the
 of the same tensor by their dequantised values. A self-check then bakes a random theta into the
 template and compares the runtime's output with ``hyperver.hypernet.verifier.forward``, so an
 f changed there but not here (the graph below mirrors ``forward``) fails loudly at build time.
+Each of f's heads (``verifier.HEADS``) has its tf.keras and ONNX form here (``KERAS_HEADS``,
+``ONNX_HEADS``); the f v2 graphs ("gap") are byte for byte what they were before heads existed.
 
 Only the server (or whoever builds artifacts) runs this; it imports torch, and tensorflow for
 TFLite. Templates are cached on disk under ``<dir>/<f version>/`` and rebuilt in seconds.
@@ -90,12 +92,32 @@ def _keras_f(spec, theta: np.ndarray):
     mix = L.Conv2D(spec.channels[-1], 1)
     x = mix(x)
     mix.set_weights([w["mix.weight"].transpose(2, 3, 1, 0), w["mix.bias"]])
-    x = L.GlobalAveragePooling2D()(L.ReLU()(x))      # f v2: no norm after the 1x1 conv
+    x = KERAS_HEADS[spec.head](spec, w, L.ReLU()(x))    # no norm after the 1x1 conv (f v2 on)
     fc1, fc2 = L.Dense(spec.hidden, activation="relu"), L.Dense(1, name="logit")
     x = fc2(fc1(x))
     fc1.set_weights([w["fc1.weight"].T, w["fc1.bias"]])
     fc2.set_weights([w["fc2.weight"].T, w["fc2.bias"]])
     return tf.keras.Model(inp, x)
+
+
+def _keras_gap(spec, w: dict[str, np.ndarray], x):
+    import tensorflow as tf
+
+    return tf.keras.layers.GlobalAveragePooling2D()(x)
+
+
+def _keras_gdconv(spec, w: dict[str, np.ndarray], x):
+    import tensorflow as tf
+
+    L = tf.keras.layers
+    gdconv = L.DepthwiseConv2D(spec.final_size, padding="valid")
+    x = gdconv(x)
+    gdconv.set_weights([w["gdconv.weight"].transpose(2, 3, 0, 1), w["gdconv.bias"]])   # (C,1,K,K) -> (K,K,C,1)
+    return L.Flatten()(x)
+
+
+# f's heads (hyperver.hypernet.verifier.HEADS) in tf.keras: (spec, torch-layout weights, last map) -> (1, C)
+KERAS_HEADS: dict[str, Callable] = {"gap": _keras_gap, "gdconv": _keras_gdconv}
 
 
 def _convert_tflite(spec, theta: np.ndarray, precision: str) -> bytes:
@@ -252,10 +274,9 @@ def _onnx_f(spec, theta: np.ndarray, precision: str) -> bytes:
                                       kernel_shape=[spec.kernel, spec.kernel]))
         x = inorm_relu(f"conv{i}", c, f"conv{i}")
     nodes.append(helper.make_node("Conv", [x, weight("mix.weight"), weight("mix.bias")], ["mix"], kernel_shape=[1, 1]))
-    nodes.append(helper.make_node("Relu", ["mix"], ["mix_act"]))     # f v2: no norm after the 1x1 conv
-    nodes.append(helper.make_node("GlobalAveragePool", ["mix_act"], ["pool"]))
-    nodes.append(helper.make_node("Flatten", ["pool"], ["flat"]))
-    nodes.append(helper.make_node("Gemm", ["flat", weight("fc1.weight"), weight("fc1.bias")], ["fc1"], transB=1))
+    nodes.append(helper.make_node("Relu", ["mix"], ["mix_act"]))     # no norm after the 1x1 conv (f v2 on)
+    flat = ONNX_HEADS[spec.head](spec, weight, nodes, "mix_act")
+    nodes.append(helper.make_node("Gemm", [flat, weight("fc1.weight"), weight("fc1.bias")], ["fc1"], transB=1))
     nodes.append(helper.make_node("Relu", ["fc1"], ["fc1_act"]))
     nodes.append(helper.make_node("Gemm", ["fc1_act", weight("fc2.weight"), weight("fc2.bias")], ["logit"], transB=1))
     s = spec.input_size
@@ -266,6 +287,28 @@ def _onnx_f(spec, theta: np.ndarray, precision: str) -> bytes:
     model.ir_version = 8   # readable by older runtimes on devices
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+def _onnx_gap(spec, weight: Callable[[str], str], nodes: list, x: str) -> str:
+    from onnx import helper
+
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["pool"]))
+    nodes.append(helper.make_node("Flatten", ["pool"], ["flat"]))
+    return "flat"
+
+
+def _onnx_gdconv(spec, weight: Callable[[str], str], nodes: list, x: str) -> str:
+    from onnx import helper
+
+    k = spec.final_size
+    nodes.append(helper.make_node("Conv", [x, weight("gdconv.weight"), weight("gdconv.bias")], ["gdconv"],
+                                  group=spec.channels[-1], kernel_shape=[k, k]))
+    nodes.append(helper.make_node("Flatten", ["gdconv"], ["flat"]))
+    return "flat"
+
+
+# f's heads in ONNX: (spec, theta tensor name -> graph value, node list, last map) -> the (N, C) value
+ONNX_HEADS: dict[str, Callable[..., str]] = {"gap": _onnx_gap, "gdconv": _onnx_gdconv}
 
 
 def _varint(n: int) -> bytes:

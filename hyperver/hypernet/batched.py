@@ -5,7 +5,7 @@ benchmark ``benchmarks/hypernet_batched.py`` measures both):
 
 - ``stacked``: the U verifiers become ONE network whose convolutions have ``groups = U * g``;
   user u's images sit in channel block u. Instance norm is per (image, channel), so it needs
-  no change.
+  no change, nor does either head (average pooling and a depthwise conv are per channel).
 - ``vmap``: ``torch.func.vmap`` over :func:`verifier.forward`.
 
 Both accept either a shared image set (every verifier scores the same M images -> (U, M)) or
@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .verifier import VerifierSpec, forward, unflatten
+from .verifier import HEADS, VerifierSpec, forward, unflatten
 
 
 def _stacked_core(spec: VerifierSpec, thetas: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -32,7 +32,10 @@ def _stacked_core(spec: VerifierSpec, thetas: torch.Tensor, x: torch.Tensor) -> 
     mix = w["mix.weight"].reshape(-1, *w["mix.weight"].shape[2:])
     h = F.relu(F.conv2d(h, mix, w["mix.bias"].reshape(-1), groups=U))
     S = h.shape[0]
-    h = h.mean((2, 3)).reshape(S, U, -1)                                    # (S, U, C)
+    # The head's tensors stacked like the convs' (users along the output channels): its pool
+    # then sees one map of U*C channels.
+    head = {name: w[name].reshape(-1, *w[name].shape[2:]) for name, _ in spec.head_layout()}
+    h = HEADS[spec.head].pool(head, h).reshape(S, U, -1)                    # (S, U, C)
     h = F.relu(torch.einsum("suc,uhc->suh", h, w["fc1.weight"]) + w["fc1.bias"])
     out = torch.einsum("suh,uoh->suo", h, w["fc2.weight"]) + w["fc2.bias"]  # (S, U, 1)
     return out[..., 0].T

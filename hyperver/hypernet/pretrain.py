@@ -20,11 +20,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config
-from .verifier import VerifierModule, VerifierSpec
+from .verifier import VerifierModule, VerifierSpec, hidden_features
 
 
 class EmbeddingF(nn.Module):
-    """f's body (same grouped convs, instance norm, 1x1 mix, pooling, fc1) with a linear
+    """f's body (same grouped convs, instance norm, 1x1 mix, head, fc1) with a linear
     embedding layer into the teacher's space instead of the one-logit output."""
 
     def __init__(self, spec: VerifierSpec, embed_dim: int):
@@ -34,13 +34,8 @@ class EmbeddingF(nn.Module):
         self.embed = nn.Linear(spec.hidden, embed_dim)
 
     def hidden(self, x: torch.Tensor) -> torch.Tensor:
-        spec, w = self.spec, {n: getattr(self.body, n.replace(".", "_")) for n, _ in self.spec.layout()}
-        h = x
-        for i, (g, s) in enumerate(zip(spec.groups, spec.strides)):
-            h = F.conv2d(h, w[f"conv{i}.weight"], w[f"conv{i}.bias"], stride=s, padding=spec.kernel // 2, groups=g)
-            h = F.relu(F.instance_norm(h, eps=spec.eps))
-        h = F.relu(F.conv2d(h, w["mix.weight"], w["mix.bias"])).mean((2, 3))
-        return F.relu(F.linear(h, w["fc1.weight"], w["fc1.bias"]))
+        w = {n: getattr(self.body, n.replace(".", "_")) for n, _ in self.spec.layout()}
+        return hidden_features(self.spec, w, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.embed(self.hidden(x)), dim=1)

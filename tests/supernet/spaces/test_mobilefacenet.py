@@ -96,7 +96,8 @@ def test_configs_round_trip_through_the_registry(pretrained, x):
 
 
 def test_supernet_file_round_trip(pretrained, x, tmp_path):
-    from supernet.io import load_supernet, save_supernet
+    from supernet.io import load_supernet, read_supernet_config, save_supernet
+    from supernet.spaces import space_of
 
     net = ElasticMobileFaceNet().load_pretrained(pretrained).eval()
     path = save_supernet(net, tmp_path / "mfn.safetensors", dtype=torch.float32)
@@ -104,6 +105,8 @@ def test_supernet_file_round_trip(pretrained, x, tmp_path):
     assert type(loaded) is ElasticMobileFaceNet
     with torch.no_grad():
         assert torch.allclose(loaded(x), net(x), atol=1e-6)
+    # The search space comes from the file's metadata alone (the predictors need no weights).
+    assert space_of(read_supernet_config(path)).largest() == net.space.largest()
 
 
 def test_unfolding_folded_batchnorm_keeps_eval_and_fixes_train_mode(x):
