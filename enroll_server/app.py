@@ -27,7 +27,8 @@ Every route but /healthz and the page needs ``X-API-Key``. Errors are ``{"error"
 user, 408 request body not received within ``server.body_timeout_s``, 409 already enrolled (policy: an
 enrollment never silently overwrites another; send ``replace=true`` to re-enroll), 413 request or
 image too large, 415 not an image, 422 no face / several faces / truncated image / bad form, 503 busy
-(no photo slot free within ``server.queue_timeout_s``; ``Retry-After`` says when to try again).
+(no photo slot free within ``server.queue_timeout_s``; ``Retry-After`` says when to try again) or
+registry_unavailable (the registry's database cannot be reached; /healthz then says "degraded").
 A client that disconnects mid-request is logged as one line.
 """
 from __future__ import annotations
@@ -203,8 +204,7 @@ def create_app(service: EnrollmentService) -> FastAPI:
 
     @app.exception_handler(HyperVerError)
     async def _hyperver_error(request: Request, exc: HyperVerError) -> JSONResponse:
-        err = from_hyperver(exc)
-        return _error(err.status, err.code, err.detail)
+        return await _api_error(request, from_hyperver(exc))   # e.g. RegistryUnavailable: 503 + Retry-After
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

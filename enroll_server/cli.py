@@ -10,7 +10,8 @@ import argparse
 # What the server refuses to start without, and what moves it; --help adds the configured values.
 NEEDS = ("Needs an API key: HYPERVER_API_KEY (comma-separated) or server.api_keys, and a signing key: "
          "HYPERVER_SERVER_KEY or artifacts.signing_key (`hyperver artifact keygen`). Optional: HYPERVER_GENERATOR "
-         "(else server.generator_path, else hypernet.generator_path), HYPERVER_SERVER_STATE (else server.state_dir).")
+         "(else server.generator_path, else hypernet.generator_path), HYPERVER_SERVER_STATE (else server.state_dir), "
+         "HYPERVER_SERVER_REGISTRY (else server.registry: sqlite:///PATH, or postgresql://... shared by replicas).")
 
 
 def configure(p: argparse.ArgumentParser) -> None:

@@ -1,13 +1,16 @@
 """Every bad input becomes one JSON body ``{"error": code, "detail": message}`` with a precise status.
 
 hyperver's exceptions are mapped here by class (ImageError by its kind), so the
-library stays HTTP-free and the server never answers a user mistake with a 500.
+library stays HTTP-free and the server never answers a user mistake with a 500. A registry
+database that cannot be reached is 503 registry_unavailable (retry later), not a 500 either.
 """
 from __future__ import annotations
 
 from hyperver.errors import (ConfigError, CorruptImageError, EmptyImageError, FaceNotFoundError, HyperVerError,
                              ImageDimensionsTooLargeError, ImageError, ImageTooLargeError, ImageTooSmallError,
                              ModelFileError, MultipleFacesError, NotAnImageError)
+
+from .registry import RegistryUnavailable
 
 
 class ApiError(Exception):
@@ -29,6 +32,7 @@ IMAGE_ERRORS: list[tuple[type[ImageError], int, str]] = [
 ]
 
 HYPERVER_ERRORS: list[tuple[type[Exception], int, str]] = [
+    (RegistryUnavailable, 503, "registry_unavailable"),
     (FaceNotFoundError, 422, "no_face"),
     (MultipleFacesError, 422, "multiple_faces"),
     (ModelFileError, 500, "model_error"),

@@ -20,8 +20,11 @@ class ServerProcess:
     """``python -m enroll_server`` (= ``hyperver serve``) with ``--set`` overrides and extra environment."""
 
     def __init__(self, overrides: list[str], env: Mapping[str, str], log_path: str | Path,
-                 cwd: str | Path | None = None, ready_timeout: float = 120, config: str | Path | None = None):
-        self.port = free_port()
+                 cwd: str | Path | None = None, ready_timeout: float = 120, config: str | Path | None = None,
+                 port: int | None = None, wait: bool = True):
+        """``port``: a fixed one (a replica behind a load balancer, restarted in place); ``wait``: False
+        returns at once (start several, then ``wait_ready`` each)."""
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.api_key = env.get("HYPERVER_API_KEY", "")
         cmd = [sys.executable, "-m", "enroll_server", "--host", "127.0.0.1", "--port", str(self.port),
@@ -32,7 +35,8 @@ class ServerProcess:
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, cwd=cwd, env={**os.environ, "OMP_NUM_THREADS": "1", **env},
                                      stdout=self._log, stderr=subprocess.STDOUT)
-        self.wait_ready(ready_timeout)
+        if wait:
+            self.wait_ready(ready_timeout)
 
     def wait_ready(self, timeout: float) -> None:
         import httpx

@@ -36,7 +36,7 @@ from hyperver.errors import ConfigError, HyperVerError, ModelFileError
 
 from .errors import ApiError, from_hyperver
 from .limits import Busy, FairSemaphore, return_large_blocks
-from .registry import DuplicateUser, Registry
+from .registry import DuplicateUser, RegistryUnavailable, open_registry
 from .settings import USER_ID, ServerSettings
 
 log = logging.getLogger("enroll_server")
@@ -71,7 +71,13 @@ class EnrollmentService:
         self.page_threshold = self._resolve_page_threshold()
         self.builder = ArtifactBuilder(cfg)
         self.builder.warm(self.spec, [(settings.runtime, settings.precision)])
-        self.registry = Registry(settings.state_dir, self.enroller.embedder.dim, self.enroller.embedder.cache_id)
+        self.registry = open_registry(settings.registry, self.enroller.embedder.dim, self.enroller.embedder.cache_id,
+                                      settings.registry_poll_s)
+        try:
+            self.registry.check_signing_key(self.builder.signer.key_id)
+        except BaseException:
+            self.registry.close()
+            raise
         self.generator_sha = hashlib.sha256(settings.generator_path.read_bytes()).hexdigest()[:16]
         self._pipeline = threading.Lock()
         self._photos = FairSemaphore(settings.max_concurrent_photos)
@@ -87,8 +93,9 @@ class EnrollmentService:
         self.device_threads = int(cfg.get_path("device.threads"))
         self._verifiers: OrderedDict[str, tuple[str, Any]] = OrderedDict()
         check = self.registry.consistency()
-        log.info("registry %s: %d users, index %s (%s)", settings.state_dir, check["users"],
-                 "rebuilt from the database" if self.registry.rebuilt else "loaded from its snapshot", check)
+        log.info("registry %r: %d users, index %s (%s)", self.registry, check["users"],
+                 "loaded from its snapshot" if self.registry.index_loaded_from == "snapshot" else
+                 "built from the database", check)
 
     def _resolve_threshold(self) -> tuple[float, float | None]:
         """(threshold, its FAR or None when unknown): server.threshold, else the generator's own for
@@ -200,13 +207,16 @@ class EnrollmentService:
         sha = hashlib.sha256(model).hexdigest()
         info = {"f_version": self.spec.version, "threshold": self.threshold, "runtime": runtime,
                 "precision": precision, "photos": len(photos), "model_bytes": len(model),
-                "descriptor_model": self.enroller.embedder.cache_id}
+                "descriptor_model": self.enroller.embedder.cache_id, "signing_key_id": self.builder.signer.key_id}
         try:
             record, replaced = self.registry.add(user_id, emb, model, sha, info, replace)
         except DuplicateUser:
             raise self._duplicate(user_id) from None
         self._forget(user_id)
-        return {**record.public(), "replaced": replaced, "model_url": f"/v1/users/{user_id}/model",
+        # generation: the registry's once this enrollment committed; a replica whose /healthz shows an
+        # index_generation at least this high has it in its index.
+        return {**record.public(), "replaced": replaced, "generation": record.generation,
+                "model_url": f"/v1/users/{user_id}/model",
                 "model_b64": base64.b64encode(model).decode(), "descriptor": emb.tolist(),
                 "ms": round(1e3 * (time.perf_counter() - t0), 1)}
 
@@ -311,11 +321,17 @@ class EnrollmentService:
                        "score": round(1e3 * (t3 - t2), 2), "total": round(1e3 * (t3 - t0), 2)}}
 
     def health(self) -> dict[str, Any]:
-        return {"status": "ok", "f_version": self.spec.version, "threshold": self.threshold,
+        """status 'ok', or 'degraded' while the registry's database is unreachable (requests that need it get
+        503; the process itself is up, so a load balancer keeps it and clients get that clear answer)."""
+        try:
+            registry, status = self.registry.consistency(), "ok"
+        except RegistryUnavailable as exc:
+            registry, status = {**self.registry.local_state(), "consistent": False, "database_error": str(exc)}, \
+                "degraded"
+        return {"status": status, "f_version": self.spec.version, "threshold": self.threshold,
                 "threshold_far": self.threshold_far, "unlock_far": self.page_threshold,
                 "signing_key_id": self.builder.signer.key_id,
-                "index_loaded_from": "database" if self.registry.rebuilt else "snapshot",
-                **self.registry.consistency()}
+                "index_loaded_from": self.registry.index_loaded_from, **registry}
 
     def close(self) -> None:
         self.registry.close()

@@ -34,7 +34,7 @@ def _cfg(args: argparse.Namespace) -> Config:
 
 
 # -- help texts show the value behind each config key they name --------------------------------
-SECRET_KEYS = {"artifacts.signing_key", "server.api_keys"}   # help says whether these are set, never what
+SECRET_KEYS = {"artifacts.signing_key", "server.api_keys", "server.registry"}   # help says whether set, never what
 # A dotted lower-case name that is not part of a path, a KEY=VALUE example or a "key: value" example.
 _KEY_IN_TEXT = re.compile(r"(?<![\w./=-])([a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+)(?![\w/=:-]|\.\w)")
 _MISSING = object()

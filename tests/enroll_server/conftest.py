@@ -1,8 +1,11 @@
 """Fixtures for the enrollment server: an untrained generator (the API does not depend on its
-quality), a temporary signing key and API key, f templates shared with the device tests."""
+quality), a temporary signing key and API key, f templates shared with the device tests; for the
+scale-out tests a throw-away PostgreSQL cluster (one per session, a fresh database per test)."""
 from __future__ import annotations
 
 import io
+import re
+import secrets
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +95,50 @@ def jpeg_bytes(array: np.ndarray, **kw) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="JPEG", **kw)
     return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throw-away PostgreSQL cluster (initdb + pg_ctl in a temporary folder, run as the unprivileged
+    'postgres' user when the tests run as root); skipped, with the reason, where PostgreSQL is missing."""
+    from enroll_server.local_services import MissingService, PostgresCluster
+
+    try:
+        cluster = PostgresCluster()
+    except MissingService as exc:
+        pytest.skip(f"no PostgreSQL for the scale-out tests: {exc}")
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture()
+def pg_url(postgres, request) -> str:
+    """The URL of a new, empty database in the session's cluster, named after the test."""
+    return postgres.create_database(f"t_{re.sub(r'[^a-z0-9]+', '_', request.node.name.lower())[:40]}_"
+                                    f"{secrets.token_hex(3)}")
+
+
+@pytest.fixture(scope="session")
+def many_photos(lfw_images) -> dict[str, bytes]:
+    """user id -> one LFW photo each of 16 people whose photo has exactly one detectable face (the
+    first people in name order), for bursts of enrollments."""
+    from hyperver.align import Aligner
+    from hyperver.config import load_config
+    from hyperver.data.imageio import decode_image
+    from hyperver.errors import HyperVerError
+
+    aligner = Aligner.from_config(load_config(env={}).get_path("align"))
+    out: dict[str, bytes] = {}
+    for person in sorted(lfw_images.iterdir()):
+        first = sorted(person.glob("*.jpg"))[:1]
+        if not first:
+            continue
+        data = first[0].read_bytes()
+        try:
+            aligner.align_photo(decode_image(data), person.name)
+        except HyperVerError:
+            continue
+        out[person.name.lower()] = data
+        if len(out) == 16:
+            return out
+    pytest.fail(f"only {len(out)} LFW photos with one detectable face")

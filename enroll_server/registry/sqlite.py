@@ -1,21 +1,20 @@
-"""The user registry: SQLite (WAL) is the source of truth, the faiss index is derived from it.
+"""The embedded default: SQLite (WAL) is the source of truth, the faiss index is derived from it.
 
 One row per user holds the enrollment descriptor AND the signed model, so an enrollment is a
 single transaction: a process killed at any point leaves either the whole user or nothing (no
-orphan model files to reconcile). The in-memory faiss index (IndexFlatIP over unit descriptors,
-ids = row ids) is updated after the commit; at start-up it is loaded from its snapshot only if
-the snapshot's generation (bumped by every committed change) matches the database's, and
-rebuilt from the rows otherwise, e.g. after a kill -9 between the commit and the index update.
+orphan model files to reconcile). The in-memory faiss index (ids = row ids) is updated after the
+commit; at start-up it is loaded from its snapshot (``index.faiss`` + ``index.json`` beside the
+database file) only if the snapshot's generation (bumped by every committed change) matches the
+database's, and rebuilt from the rows otherwise, e.g. after a kill -9 between the commit and the
+index update. One server process per database file: for several, see the PostgreSQL backend.
 """
 from __future__ import annotations
 
 import json
 import os
-import signal
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,13 @@ import numpy as np
 
 from hyperver.errors import ConfigError
 
-SCHEMA = """
+from .base import DuplicateUser, UserRecord, as_descriptor, fault
+from .index import LocalIndex
+from .migrations import Migration, check_migrations, pending
+
+# Version 1 is the schema that predates versioning (IF NOT EXISTS: such a database just gets its row).
+MIGRATIONS = [
+    Migration(1, "users and registry state", """
 CREATE TABLE IF NOT EXISTS users (
     id INTEGER PRIMARY KEY AUTOINCREMENT,      -- faiss id; never reused
     user_id TEXT NOT NULL UNIQUE,
@@ -34,50 +39,63 @@ CREATE TABLE IF NOT EXISTS users (
     info TEXT NOT NULL                         -- JSON: f version, threshold, runtime, precision, photos
 );
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-FAULT_ENV = "HYPERVER_SERVER_FAULT"   # tests only: 'before_commit' | 'after_commit' kills the process (kill -9) there
+INSERT OR IGNORE INTO state VALUES ('generation', '0');
+"""),
+]
+check_migrations(MIGRATIONS)
+MIGRATIONS_TABLE = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied REAL NOT NULL)"""
+BUMP_GENERATION = "UPDATE state SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation' RETURNING value"
 
 
-class DuplicateUser(Exception):
-    pass
+def sqlite_path(url: str) -> Path:
+    """``sqlite:///relative/file`` or ``sqlite:////absolute/file`` (three slashes, then the path)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise ConfigError(f"server.registry {url!r}: a SQLite registry is sqlite:///PATH (relative) or "
+                          "sqlite:////PATH (absolute), e.g. sqlite:///server_state/registry.sqlite3")
+    return Path(os.path.expanduser(url[len(prefix):]))
 
 
-@dataclass
-class UserRecord:
-    id: int
-    user_id: str
-    created: float
-    descriptor: np.ndarray
-    model_sha256: str
-    info: dict[str, Any]
-
-    def public(self) -> dict[str, Any]:
-        return {"user_id": self.user_id, "created": self.created, "model_sha256": self.model_sha256, **self.info}
-
-
-def _fault(point: str) -> None:
-    if os.environ.get(FAULT_ENV) == point:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-class Registry:
-    def __init__(self, state_dir: str | Path, dim: int, descriptor_model: str):
-        import faiss
-
-        self.dir = Path(state_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+class SQLiteRegistry:
+    def __init__(self, path: str | Path, dim: int, descriptor_model: str):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.dim, self.descriptor_model = dim, descriptor_model
         self._lock = threading.Lock()          # one writer; faiss and the id map change with the DB
-        self._db = sqlite3.connect(self.dir / "registry.sqlite3", check_same_thread=False, isolation_level=None)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")    # an acknowledged enrollment survives power loss too
-        self._db.executescript(SCHEMA)
+        self._migrate()
         self._check_descriptor_model()
-        self._faiss = faiss
-        self._names: dict[int, str] = {}
-        self.index = self._load_index()
+        self.index, self._loaded_from = self._load_index()
+
+    @classmethod
+    def from_url(cls, url: str, dim: int, descriptor_model: str, **_: Any) -> "SQLiteRegistry":
+        return cls(sqlite_path(url), dim, descriptor_model)
+
+    def __repr__(self) -> str:
+        return f"SQLiteRegistry({str(self.path)!r})"
 
     # -- start-up ----------------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        self._db.execute(MIGRATIONS_TABLE)
+        applied = [v for (v,) in self._db.execute("SELECT version FROM schema_migrations")]
+        for m in pending(MIGRATIONS, applied, f"the registry {self.path}"):
+            assert "'" not in m.name
+            # One script, one transaction: the schema change and its row commit together.
+            script = (f"BEGIN IMMEDIATE;\n{m.sql}\nINSERT INTO schema_migrations VALUES "
+                      f"({m.version:d}, '{m.name}', {time.time()!r});\nCOMMIT;")
+            try:
+                self._db.executescript(script)
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def schema_versions(self) -> list[int]:
+        return [v for (v,) in self._db.execute("SELECT version FROM schema_migrations ORDER BY version")]
+
     def _state(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
@@ -85,49 +103,51 @@ class Registry:
     def _check_descriptor_model(self) -> None:
         stored = self._state("descriptor_model")
         if stored is None:
-            self._db.execute("INSERT OR IGNORE INTO state VALUES ('descriptor_model', ?), ('generation', '0')",
+            self._db.execute("INSERT OR IGNORE INTO state VALUES ('descriptor_model', ?)",
                              (json.dumps({"model": self.descriptor_model, "dim": self.dim}),))
         elif json.loads(stored) != {"model": self.descriptor_model, "dim": self.dim}:
-            raise ConfigError(f"the registry in {self.dir} holds descriptors of {stored}; this server embeds with "
+            raise ConfigError(f"the registry {self.path} holds descriptors of {stored}; this server embeds with "
                               f"{self.descriptor_model} ({self.dim}-D). Use another server.state_dir or re-enroll.")
+
+    def check_signing_key(self, key_id: str) -> None:
+        """One server per SQLite file: it may change its key between runs (old models then fail unlock: 409)."""
 
     @property
     def generation(self) -> int:
         return int(self._state("generation") or 0)
 
-    def _snapshot_paths(self) -> tuple[Path, Path]:
-        return self.dir / "index.faiss", self.dir / "index.json"
+    @property
+    def index_loaded_from(self) -> str:
+        return self._loaded_from
 
-    def _load_index(self):
+    def _snapshot_paths(self) -> tuple[Path, Path]:
+        return self.path.parent / "index.faiss", self.path.parent / "index.json"
+
+    def _load_index(self) -> tuple[LocalIndex, str]:
+        import faiss
+
         rows = self._db.execute("SELECT id, user_id FROM users").fetchall()
-        self._names = {i: u for i, u in rows}
         idx_path, meta_path = self._snapshot_paths()
-        self.rebuilt = True
+        generation = self.generation
         try:
             meta = json.loads(meta_path.read_text())
-            index = self._faiss.read_index(str(idx_path))
-            if meta["generation"] == self.generation and index.ntotal == len(rows) == meta["ntotal"]:
-                self.rebuilt = False
-                return index
+            index = faiss.read_index(str(idx_path))
+            if (meta["generation"] == generation and index.ntotal == len(rows) == meta["ntotal"]
+                    and meta.get("database", self.path.name) == self.path.name):
+                return LocalIndex(self.dim, index, dict(rows), generation), "snapshot"
         except (OSError, ValueError, KeyError, RuntimeError):
             pass   # missing or stale snapshot: rebuild from the database below
-        index = self._faiss.IndexIDMap2(self._faiss.IndexFlatIP(self.dim))
-        ids, vecs = [], []
-        for i, blob in self._db.execute("SELECT id, descriptor FROM users"):
-            ids.append(i)
-            vecs.append(np.frombuffer(blob, np.float32))
-        if ids:
-            index.add_with_ids(np.stack(vecs), np.array(ids, np.int64))
-        return index
+        return LocalIndex.build(self.dim, self._db.execute("SELECT id, user_id, descriptor FROM users"),
+                                generation), "database"
 
     def save_snapshot(self) -> None:
         """Write the index snapshot (at shutdown); a crash just means a rebuild at the next start."""
         with self._lock:
             idx_path, meta_path = self._snapshot_paths()
-            self._faiss.write_index(self.index, str(idx_path) + ".tmp")
+            generation, ntotal = self.index.write(str(idx_path) + ".tmp")
             os.replace(str(idx_path) + ".tmp", idx_path)
-            meta_path.with_suffix(".tmp").write_text(json.dumps({"generation": self.generation,
-                                                                 "ntotal": int(self.index.ntotal)}))
+            meta_path.with_suffix(".tmp").write_text(json.dumps({"generation": generation, "ntotal": ntotal,
+                                                                 "database": self.path.name}))
             os.replace(meta_path.with_suffix(".tmp"), meta_path)
 
     def close(self) -> None:
@@ -138,9 +158,7 @@ class Registry:
     def add(self, user_id: str, descriptor: np.ndarray, model: bytes, model_sha256: str, info: dict[str, Any],
             replace: bool = False) -> tuple[UserRecord, bool]:
         """Insert a user (or replace one when ``replace``); one transaction, then the index."""
-        vec = np.ascontiguousarray(descriptor, np.float32).reshape(-1)
-        if vec.size != self.dim:
-            raise ValueError(f"descriptor has {vec.size} values, the registry holds {self.dim}-D ones")
+        vec = as_descriptor(descriptor, self.dim)
         with self._lock:
             cur = self._db.cursor()
             cur.execute("BEGIN IMMEDIATE")
@@ -155,19 +173,15 @@ class Registry:
                             "VALUES (?, ?, ?, ?, ?, ?)", (user_id, created, vec.tobytes(), model, model_sha256,
                                                           json.dumps(info)))
                 new_id = cur.lastrowid
-                cur.execute("UPDATE state SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
-                _fault("before_commit")
+                generation = int(cur.execute(BUMP_GENERATION).fetchone()[0])
+                fault("before_commit")
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
-            _fault("after_commit")
-            if old is not None:
-                self.index.remove_ids(np.array([old[0]], np.int64))
-                self._names.pop(old[0], None)
-            self.index.add_with_ids(vec[None], np.array([new_id], np.int64))
-            self._names[new_id] = user_id
-        return UserRecord(new_id, user_id, created, vec, model_sha256, info), old is not None
+            fault("after_commit")
+            self.index.apply(generation, [old[0]] if old is not None else [], [(new_id, user_id, vec)])
+        return UserRecord(new_id, user_id, created, vec, model_sha256, info, generation), old is not None
 
     def delete(self, user_id: str) -> bool:
         with self._lock:
@@ -179,13 +193,12 @@ class Registry:
                     cur.execute("ROLLBACK")
                     return False
                 cur.execute("DELETE FROM users WHERE id = ?", (row[0],))
-                cur.execute("UPDATE state SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+                generation = int(cur.execute(BUMP_GENERATION).fetchone()[0])
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
-            self.index.remove_ids(np.array([row[0]], np.int64))
-            self._names.pop(row[0], None)
+            self.index.apply(generation, [row[0]], [])
             return True
 
     # -- reads -------------------------------------------------------------------------------------
@@ -208,18 +221,18 @@ class Registry:
             return int(self._db.execute("SELECT COUNT(*) FROM users").fetchone()[0])
 
     def search(self, descriptor: np.ndarray, k: int) -> list[tuple[str, float]]:
-        with self._lock:
-            if self.index.ntotal == 0:
-                return []
-            sims, ids = self.index.search(np.ascontiguousarray(descriptor, np.float32).reshape(1, -1),
-                                          min(k, int(self.index.ntotal)))
-            return [(self._names[int(i)], float(s)) for s, i in zip(sims[0], ids[0]) if i >= 0]
+        return self.index.search(descriptor, k)   # changes reach the index under the writer lock, after commit
+
+    def local_state(self) -> dict[str, Any]:
+        generation, names, _ = self.index.state()
+        return {"backend": "sqlite", "index": len(names), "index_generation": generation}
 
     def consistency(self) -> dict[str, Any]:
         """Database rows vs index entries (what /healthz reports and the crash tests check)."""
         with self._lock:
             rows = dict(self._db.execute("SELECT id, user_id FROM users").fetchall())
-            n = int(self.index.ntotal)
-            ids = {int(i) for i in self._faiss.vector_to_array(self.index.id_map)} if n else set()
-            return {"users": len(rows), "index": n, "consistent": ids == set(rows) and self._names == rows,
-                    "generation": self.generation}
+            generation = self.generation
+            index_generation, names, faiss_ok = self.index.state()
+            return {"backend": "sqlite", "users": len(rows), "index": self.index.ntotal,
+                    "consistent": faiss_ok and names == rows and index_generation == generation,
+                    "generation": generation, "index_generation": index_generation}
