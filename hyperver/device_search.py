@@ -19,7 +19,7 @@ from supernet.spaces.staged import StagedSpace
 
 from .config import Config
 from .errors import ConfigError
-from .reporting import write_result
+from .reporting import git_commit, write_result
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -159,6 +159,8 @@ def lut_check(cfg: Config, devices: Sequence[str], n: int | None = None, weights
     """LUT-predicted vs measured whole-network latency for n random subnets, per device profile."""
     from scipy.stats import spearmanr
 
+    commit = git_commit()   # before the plot (a tracked output) is written
+
     net = _supernet(cfg, weights)
     n = int(n or cfg.get_path("search.fidelity_subnets"))
     rng = np.random.default_rng(seed)
@@ -188,7 +190,7 @@ def lut_check(cfg: Config, devices: Sequence[str], n: int | None = None, weights
     out_p = Path(out)
     png = out_p.with_suffix(".png")
     _plot_fidelity(plots, png)
-    write_result(out_p, {"backends": backends, "plot": str(png)})
+    write_result(out_p, {"backends": backends, "plot": str(png)}, commit=commit)
     return backends
 
 
@@ -454,6 +456,7 @@ def search_report(cfg: Config, devices: Sequence[str], budgets_rel: Sequence[flo
     from .descriptor.data import load_bn_calibration
     from .descriptor.report import eval_subnet_on_test_folds
 
+    commit = git_commit()   # before the plot (a tracked output) is written
     runs = []
     metric = cfg.get_path("search.target_metric")
     net = _supernet(cfg, weights)
@@ -477,10 +480,10 @@ def search_report(cfg: Config, devices: Sequence[str], budgets_rel: Sequence[flo
             print(json.dumps({k: v for k, v in r.items() if k != "arch"}))
         runs += found
     calls = calls_vs_population(cfg, devices[0], weights=weights)
-    png = Path(out).with_name("search_pareto.png")
+    png = Path(out).with_name(Path(out).stem + "_pareto.png")   # results/search.json -> search_pareto.png
     _plot_pareto(cfg, devices[0], runs, png, weights)
     figures = {"runs": runs, "calls_vs_population": calls, "pareto_png": str(png)}
-    write_result(out, figures)
+    write_result(out, figures, commit=commit)
     return figures
 
 

@@ -27,10 +27,15 @@ def git_commit(cwd: str | Path | None = None) -> str:
         return "unknown"
 
 
-def write_result(path: str | Path, figures: Mapping[str, Any], command: str | None = None) -> Path:
-    """Write ``{"command", "commit", **figures}`` as pretty JSON and return the path."""
+def write_result(path: str | Path, figures: Mapping[str, Any], command: str | None = None,
+                 commit: str | None = None) -> Path:
+    """Write ``{"command", "commit", **figures}`` as pretty JSON and return the path.
+
+    ``commit``: the code's state taken when the command started (``git_commit()``); a command that
+    writes tracked outputs (a PNG) before its JSON would otherwise record its own outputs as "+dirty".
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"command": command or current_command(), "commit": git_commit(), **figures}
+    payload = {"command": command or current_command(), "commit": commit or git_commit(), **figures}
     path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
     return path

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..config import Config, merge
 from ..data import LFWSplit, open_dataset
-from ..reporting import write_result
+from ..reporting import git_commit, write_result
 from . import load_supernet_weights
 from .data import FaceTensors, load_bn_calibration, to_input
 from .evaluate import bn_batches, validate_subnet
@@ -95,6 +95,7 @@ def plot_training_curves(history: list[dict], path: str | Path) -> str:
 
 def run_supernet_report(cfg: Config, weights: str | Path, out: str | Path, n_random: int = 5, seed: int = 0,
                         history: str | Path | None = None) -> dict[str, Any]:
+    commit = git_commit()   # before this command writes its own tracked outputs
     sc = cfg.get_path("supernet")
     net = load_supernet_weights(weights)
     calib = load_bn_calibration(cfg)
@@ -131,5 +132,5 @@ def run_supernet_report(cfg: Config, weights: str | Path, out: str | Path, n_ran
     if history and Path(history).exists():
         figures["training_curves_png"] = plot_training_curves(json.loads(Path(history).read_text()),
                                                               out.with_name(out.stem + "_training.png"))
-    write_result(out, figures)
+    write_result(out, figures, commit=commit)
     return figures
