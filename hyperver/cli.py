@@ -378,9 +378,9 @@ def _run_hypernet_train(args: argparse.Namespace) -> int:
 
 def _conf_enroll(p: argparse.ArgumentParser) -> None:
     p.add_argument("photos", nargs="+", help="one or more photos of the user (embeddings are averaged)")
-    p.add_argument("-o", "--output", required=True, metavar="NAME",
+    p.add_argument("-o", "--output", default=None, metavar="NAME",
                    help="writes NAME.hv (for `verify`) and, when a signing key is set, the signed NAME.hva "
-                        "(for `unlock`)")
+                        "(for `unlock`); default: the first photo's name, in the working folder")
     p.add_argument("--generator", default=None, help="trained generator (default: hypernet.generator_path)")
     p.add_argument("--flip", action="store_true", help="also average the mirrored photos' embeddings")
     p.add_argument("--threshold", type=float, default=None, help="override the generator's decision threshold")
@@ -420,7 +420,7 @@ def _run_enroll(args: argparse.Namespace) -> int:
     from .hypernet.enroll import Enroller
 
     cfg = _cfg(args)
-    model_path, artifact_path = _enroll_paths(args.output)
+    model_path, artifact_path = _enroll_paths(args.output or Path(args.photos[0]).stem)
     # Load the key before any work: a key that is set but unusable must fail, never skip signing silently.
     signer = None if args.no_artifact else find_signer(cfg)
     generator = args.generator or str(cfg.get_path("hypernet.generator_path"))

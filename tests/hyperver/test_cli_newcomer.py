@@ -78,6 +78,19 @@ def test_enroll_defaults_to_the_configured_generator(in_repo, tmp_path, lfw_imag
     assert "signing key" in capsys.readouterr().err and not (tmp_path / "bad.hv").exists()
 
 
+def test_enroll_without_a_name_writes_next_to_the_caller(tmp_path, lfw_images, capsys, monkeypatch):
+    from hyperver.config import load_config
+
+    for var in KEY_ENV:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HYPERVER_MODELS", str(REPO / "models"))   # outside the clone: say where the models are
+    generator = REPO / load_config(env={}).get_path("hypernet.generator_path")
+    assert main(["enroll", str(lfw_images / "Zico/Zico_0001.jpg"), "--generator", str(generator)]) == 0
+    assert json.loads(capsys.readouterr().out)["output"] == "Zico_0001.hv"
+    assert (tmp_path / "Zico_0001.hv").is_file()
+
+
 def test_one_path_from_photo_to_unlock_decision(in_repo, tmp_path, tmp_path_factory, lfw_images, capsys,
                                                 monkeypatch):
     photo, probe = lfw_images / "Zico/Zico_0001.jpg", lfw_images / "Zico/Zico_0002.jpg"
