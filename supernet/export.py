@@ -239,6 +239,32 @@ def export_tflite(net: nn.Module, path: str | Path, fp16: bool = False) -> Path:
 
 
 # -- runners and parity --------------------------------------------------------------------------
+def onnx_runner(net: nn.Module, input_size: int, threads: int = 1):
+    """``net`` (eval mode) exported to ONNX in memory and opened in ONNX Runtime: a function
+    (N, 3, S, S) float32 -> outputs. Inference-only evaluation of many subnets uses it: ORT runs
+    these mobile nets ~1.7x faster than eager PyTorch on CPU, export included (~1.4 s)."""
+    import io
+
+    import onnxruntime as ort
+
+    buf = io.BytesIO()
+    net = net.eval().to(memory_format=torch.contiguous_format)
+    dummy = torch.zeros(1, 3, input_size, input_size)
+    with torch.no_grad():
+        torch.onnx.export(net, (dummy,), buf, input_names=["input"], output_names=["output"],
+                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, opset_version=17, dynamo=False)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3   # no graph-optimizer notices per subnet
+    sess = ort.InferenceSession(buf.getvalue(), opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+
+    def run(x_nchw: np.ndarray) -> np.ndarray:
+        return sess.run(None, {name: np.ascontiguousarray(x_nchw, np.float32)})[0]
+
+    return run
+
+
 def run_onnx(path: str | Path, x_nchw: np.ndarray, threads: int = 1) -> np.ndarray:
     import onnxruntime as ort
 

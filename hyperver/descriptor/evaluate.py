@@ -20,6 +20,23 @@ def embed_crops(net: torch.nn.Module, crops: torch.Tensor, input_size: int, batc
     return torch.cat(out).numpy()
 
 
+def embed_crops_onnx(net: torch.nn.Module, crops: torch.Tensor, input_size: int, threads: int | None = None,
+                     batch: int = 128) -> np.ndarray:
+    """``embed_crops`` through ONNX Runtime (the same function to ~1e-6; faster on CPU, see
+    ``supernet.export.onnx_runner``)."""
+    import warnings
+
+    from supernet.export import onnx_runner
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # the exporter's tracer warnings, once per subnet
+        run = onnx_runner(net, input_size, threads or torch.get_num_threads())
+    return np.concatenate([run(to_input(crops[i:i + batch], input_size).numpy()) for i in range(0, len(crops), batch)])
+
+
+EMBEDDERS = {"torch": embed_crops, "onnxruntime": embed_crops_onnx}
+
+
 def bn_batches(train: FaceTensors, input_size: int, n_images: int, seed: int = 0, batch: int = 100):
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(train), generator=gen)[:n_images]
