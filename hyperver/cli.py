@@ -384,6 +384,8 @@ def _conf_enroll(p: argparse.ArgumentParser) -> None:
     p.add_argument("--generator", default=None, help="trained generator (default: hypernet.generator_path)")
     p.add_argument("--flip", action="store_true", help="also average the mirrored photos' embeddings")
     p.add_argument("--threshold", type=float, default=None, help="override the generator's decision threshold")
+    p.add_argument("--refine", action="store_true", default=None,
+                   help="refine the generated weights against a negative bank (hypernet.refine; default: its enabled)")
     p.add_argument("--user-id", default=None, help="user id recorded in the .hva (default: NAME's file name)")
     p.add_argument("--no-artifact", action="store_true",
                    help="no .hva even when a signing key is set (HYPERVER_SERVER_KEY or artifacts.signing_key)")
@@ -427,11 +429,11 @@ def _run_enroll(args: argparse.Namespace) -> int:
     if args.generator is None and not Path(generator).expanduser().is_file():
         raise ModelFileError(f"generator not found: {generator} (hypernet.generator_path, relative to the working "
                              "folder: run from the repository root, or pass --generator)")
-    enroller = Enroller(Path(generator).expanduser(), cfg, threshold=args.threshold)
+    enroller = Enroller(Path(generator).expanduser(), cfg, threshold=args.threshold, refine=args.refine)
     user = enroller.enroll(args.photos, flip_average=args.flip)
     path = user.save(model_path)
     out = {"output": str(path), "f_version": user.spec.version, "threshold": user.threshold,
-           "bytes": path.stat().st_size}
+           "bytes": path.stat().st_size, **({"refine": user.meta["refine"]} if "refine" in user.meta else {})}
     if signer is not None:
         out.update(_write_artifact(cfg, signer, user, artifact_path, args.user_id or model_path.name[:-3]))
     print(json.dumps(out))

@@ -1,7 +1,7 @@
 """LFW evaluation of the hypernetwork: enroll from one image of a pair, score the other."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -13,9 +13,15 @@ from .generator import WeightGenerator
 from .train import pair_logits
 
 
-def pair_scores_on_folds(cfg: Config, gen: WeightGenerator, backbone: str, folds: str = "6-10") -> dict[str, np.ndarray]:
+def pair_scores_on_folds(cfg: Config, gen: WeightGenerator, backbone: str, folds: str = "6-10",
+                         refine: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
     """Scores of the LFW pairs of ``folds``: one-way (enroll a, score b), the reverse, and the
-    descriptor's cosine; with the labels and each pair's fold."""
+    descriptor's cosine; with the labels and each pair's fold.
+
+    ``refine`` (default None: off): enrollment-time refinement of every enrolled theta
+    (``hyperver.hypernet.refine``), as ``{"bank": NegativeBank, **refine_theta keyword arguments}``
+    or ``{}`` for ``hypernet.refine``'s settings and bank; the same pairs, so a run with and one
+    without compare directly. Adds ``refine_ab`` / ``refine_ba``: the refinements' timing summaries."""
     split = LFWSplit(open_dataset(cfg, "lfw"))
     fold_ids = parse_folds(folds)
     records = split.records_of_sets(fold_ids)
@@ -25,19 +31,35 @@ def pair_scores_on_folds(cfg: Config, gen: WeightGenerator, backbone: str, folds
     a = np.array([index[p.a.path] for p in pairs])
     b = np.array([index[p.b.path] for p in pairs])
     emb = data.backbone.numpy()
-    return {"ab": pair_logits(gen, data, a, b), "ba": pair_logits(gen, data, b, a),
-            "cosine": np.sum(emb[a] * emb[b], axis=1), "same": np.array([p.same for p in pairs]),
-            "fold": np.array([p.fold for p in pairs])}
+    out = {"cosine": np.sum(emb[a] * emb[b], axis=1), "same": np.array([p.same for p in pairs]),
+           "fold": np.array([p.fold for p in pairs])}
+    if refine is None:
+        return {"ab": pair_logits(gen, data, a, b), "ba": pair_logits(gen, data, b, a), **out}
+    from .refine import NegativeBank, bank_path, refine_settings, refined_pair_logits
+
+    settings = dict(refine)
+    bank = settings.pop("bank", None)
+    bank = NegativeBank.load(bank_path(cfg)) if bank is None else bank
+    if bank.teacher != "dlib":   # load_records_data's teacher embeddings grade the bank's targets
+        raise ValueError(f"the negative bank's teacher is {bank.teacher!r}; LFW evaluation data carries dlib's")
+    settings = {**refine_settings(cfg), **settings}
+    out["ab"], out["refine_ab"] = refined_pair_logits(gen, data, a, b, bank, settings)
+    out["ba"], out["refine_ba"] = refined_pair_logits(gen, data, b, a, bank, settings)
+    return out
 
 
-def evaluate_pairs(cfg: Config, gen: WeightGenerator, backbone: str, folds: str = "6-10") -> dict[str, Any]:
-    """One-way (enroll a, score b), symmetric (mean of both ways) and descriptor cosine on the folds."""
-    s = pair_scores_on_folds(cfg, gen, backbone, folds)
+def evaluate_pairs(cfg: Config, gen: WeightGenerator, backbone: str, folds: str = "6-10",
+                   refine: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One-way (enroll a, score b), symmetric (mean of both ways) and descriptor cosine on the folds;
+    ``refine``: see ``pair_scores_on_folds`` (default off)."""
+    s = pair_scores_on_folds(cfg, gen, backbone, folds, refine)
     ab, ba, cosine, same, fold = s["ab"], s["ba"], s["cosine"], s["same"], s["fold"]
     out = {}
     for name, scores in (("hypernet", ab), ("hypernet_symmetric", (ab + ba) / 2), ("descriptor", cosine)):
         out[name] = kfold_verification(scores, same, fold).summary()
     out["_scores"] = {"hypernet": ab, "hypernet_symmetric": (ab + ba) / 2, "descriptor": cosine, "same": same}
+    if "refine_ab" in s:
+        out["refine"] = {"ab": s["refine_ab"], "ba": s["refine_ba"]}
     return out
 
 

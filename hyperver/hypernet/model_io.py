@@ -87,6 +87,8 @@ def load_generator(path: str | Path) -> tuple[WeightGenerator, dict[str, Any]]:
     if meta.get("format") != GENERATOR_FORMAT:
         raise ModelFileError(f"{path} is not a {GENERATOR_FORMAT} file (format={meta.get('format')!r})")
     spec = VerifierSpec.from_dict(json.loads(meta["spec"]))
+    # The generator config names its output parametrisation; files written before outputs existed
+    # have no "output" key and load as WeightGenerator's default, "full".
     gen = WeightGenerator(spec, **json.loads(meta["generator"]))
     gen.load_state_dict({k: v.float() for k, v in state.items()})
     return gen.eval(), {"backbone": meta["backbone"], **json.loads(meta.get("extra", "{}"))}
