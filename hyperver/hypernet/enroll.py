@@ -13,7 +13,7 @@ from ..data.imageio import ImageSource, load_image
 from ..embed import Embedder, FaceInput, l2_normalize
 from .data import resize_crops, to_unit_range
 from .model_io import UserModel, load_generator
-from .refine import NegativeBank, bank_path, refine_settings, refine_theta, warm_up
+from .refine import NegativeBank, load_or_build_bank, refine_settings, refine_theta, warm_up
 from .verifier import VerifierSpec, forward
 
 
@@ -45,7 +45,7 @@ class Enroller:
             self._prepare_refinement(build_embedder)
 
     def _prepare_refinement(self, build_embedder) -> None:
-        self.bank = NegativeBank.load(bank_path(self.cfg))
+        self.bank = load_or_build_bank(self.cfg, self.spec.input_size)
         self.refine_kwargs = refine_settings(self.cfg)
         # The bank's targets come from its teacher's cosines: embed the enrollment with that teacher.
         self._teacher = (self.embedder if self.bank.teacher == self.meta["backbone"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 import zipfile
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ BANK_FORMAT = "hyperver-negative-bank-v1"
 TRAINING_SOURCES = ("lfw_train", "celeba")   # never lfw_val (set 5) nor the test sets 6-10
 DEFAULT_AUGMENTATION = {"flip": 0.5, "scale": 0.08, "shift": 0.05, "rotate_deg": 5.0,
                         "brightness": 0.2, "contrast": 0.2, "saturation": 0.2}
+
+log = logging.getLogger(__name__)
 
 
 class NegativeBankError(ValueError):
@@ -89,7 +92,7 @@ class NegativeBank:
         path = Path(path)
         if not path.is_file():
             raise NegativeBankError(f"negative bank {path} not found; build one with "
-                                    "hyperver.hypernet.refine.build_negative_bank")
+                                    "hyperver.hypernet.refine.load_or_build_bank (enrollment does it)")
         try:
             with np.load(path, allow_pickle=False) as z:
                 fields = {k: z[k] for k in ("crops", "embeddings", "teacher_mean", "identities", "meta")}
@@ -286,6 +289,17 @@ def refine_theta(spec: VerifierSpec, theta0: torch.Tensor | np.ndarray, positive
 def bank_path(cfg: Config) -> Path:
     """``hypernet.refine.bank_path``: relative paths live under cache.root."""
     return cfg.cache_dir("hypernet.refine.bank_path", "refine/negative_bank.npz")
+
+
+def load_or_build_bank(cfg: Config, input_size: int | None = None) -> NegativeBank:
+    """The configured bank; built first (``hypernet.refine.bank_size`` people, ``seed``) from the
+    training sources' cached crops when the file is missing, like f's templates."""
+    path = bank_path(cfg)
+    if not path.is_file():
+        rc = cfg.get_path("hypernet.refine")
+        log.info("building the negative bank %s (%d training people)", path, int(rc["bank_size"]))
+        return build_negative_bank(cfg, int(rc["bank_size"]), int(rc["seed"]), path=path, input_size=input_size)
+    return NegativeBank.load(path)
 
 
 def warm_up(spec: VerifierSpec, bank: NegativeBank) -> None:

@@ -176,6 +176,11 @@ def test_enroller_refines_when_asked_and_records_it(real_cfg, bank, tmp_path, lf
                                                            "views": 2, "time_budget_s": 5.0}}}))
     generator = REPO / cfg.get_path("hypernet.generator_path")
     photo = [lfw_images / "Zico" / "Zico_0001.jpg"]
+    # A missing bank is built on first use from the cached training people.
+    missing = tmp_path / "built" / "bank.npz"
+    built = Enroller(generator, Config(merge(cfg, {"hypernet": {"refine": {"bank_path": str(missing), "bank_size": 8}}})),
+                     refine=True)
+    assert missing.is_file() and len(built.bank) == 8
     plain = Enroller(generator, cfg).enroll(photo)           # hypernet.refine.enabled is false by default
     assert "refine" not in plain.meta
     refined = Enroller(generator, cfg, refine=True).enroll(photo)
