@@ -195,6 +195,10 @@ def run_hypernet_eval(cfg: Config, generator: str | None = None, checkpoint: str
     figures: dict[str, Any] = {**f_cost(gen.spec), "generator": generator or checkpoint, "trained_backbone": trained_on,
                                **{k: res[k] for k in ("hypernet", "hypernet_symmetric", "descriptor")}}
     figures["validation_threshold_far_1e3"] = validation_threshold(cfg, gen, trained_on, far)
+    # More than one shot, beside the one-shot headline (hyperver.hypernet.multishot; hypernet.multi_shot).
+    from .multishot import multi_shot_rows
+
+    figures["multi_shot"] = multi_shot_rows(cfg, gen, trained_on, **cfg.get_path("hypernet.multi_shot"))
     figures["backbones"] = {"teacher" if trained_on == cfg.get_path("supernet.teacher") else trained_on:
                             {"hypernet": res["hypernet"], "descriptor": res["descriptor"]}}
     curves = {name: roc_curve(scores[name], scores["same"])[:2] for name in ("hypernet", "hypernet_symmetric", "descriptor")}
