@@ -38,6 +38,21 @@ def merge_result(path: str, figures: dict[str, Any], part: str) -> Path:
     return write_result(p, {**merged, "commands": commands}, command=" && ".join(commands.values()))
 
 
+def benchmark_generator(cfg, given: str | None, tmp: Path) -> tuple[Path, bool]:
+    """(the generator to serve, whether it is untrained): ``given``, else the configured one, else an
+    untrained one written to ``tmp`` (latency does not depend on the generator's training)."""
+    generator = Path(given or cfg.get_path("hypernet.generator_path"))
+    if generator.is_file():
+        return generator, False
+    from hyperver.hypernet.model_io import save_generator
+    from hyperver.hypernet.train import build_generator
+
+    generator = save_generator(build_generator(dict(cfg.get_path("hypernet")), 128), tmp / "untrained.safetensors",
+                               backbone=cfg.get_path("hypernet.backbone"))
+    print(f"no trained generator: using an untrained one ({generator}); latency only")
+    return Path(generator), True
+
+
 def photo_pool(cfg, n: int) -> list[tuple[str, bytes]]:
     """n LFW photos of distinct people, each with exactly one detectable face (the server's policy)."""
     from hyperver.align import Aligner
@@ -120,15 +135,7 @@ def main() -> None:
 
     cfg = load_config(args.config)
     tmp = Path(tempfile.mkdtemp(prefix="server_load_"))
-    generator = Path(args.generator or cfg.get_path("hypernet.generator_path"))
-    untrained = not generator.is_file()
-    if untrained:     # latency does not depend on the generator's training
-        from hyperver.hypernet.model_io import save_generator
-        from hyperver.hypernet.train import build_generator
-
-        generator = save_generator(build_generator(dict(cfg.get_path("hypernet")), 128), tmp / "untrained.safetensors",
-                                   backbone=cfg.get_path("hypernet.backbone"))
-        print(f"no trained generator: using an untrained one ({generator}); latency only")
+    generator, untrained = benchmark_generator(cfg, args.generator, tmp)
     overrides = [f"server.state_dir={tmp / 'state'}", f"server.generator_path={generator}",
                  f"artifacts.signing_key={Signer.generate().private_b64()}", "server.threshold=0.0"]
     env = {"HYPERVER_API_KEY": secrets.token_hex(16)}

@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 # Run as `python benchmarks/server_scale.py`: this folder is on sys.path, so server_load's helpers import.
-from server_load import photo_pool, run_clients
+from server_load import benchmark_generator, photo_pool, run_clients
 
 from hyperver.config import load_config
 from hyperver.reporting import current_command, write_result
@@ -283,15 +283,7 @@ def main() -> None:
     t_start = time.perf_counter()
     cfg = load_config(args.config)
     tmp = Path(tempfile.mkdtemp(prefix="server_scale_"))
-    generator = Path(args.generator or cfg.get_path("hypernet.generator_path"))
-    untrained = not generator.is_file()
-    if untrained:     # latency does not depend on the generator's training
-        from hyperver.hypernet.model_io import save_generator
-        from hyperver.hypernet.train import build_generator
-
-        generator = save_generator(build_generator(dict(cfg.get_path("hypernet")), 128), tmp / "untrained.safetensors",
-                                   backbone=cfg.get_path("hypernet.backbone"))
-        print(f"no trained generator: using an untrained one ({generator}); latency only")
+    generator, untrained = benchmark_generator(cfg, args.generator, tmp)
     signer = Signer.generate()         # one key for every replica
     overrides = [f"server.state_dir={tmp / 'state'}", f"server.generator_path={generator}",
                  f"artifacts.signing_key={signer.private_b64()}", "server.threshold=0.0"]
