@@ -27,6 +27,8 @@ def photos(lfw_images) -> dict[str, bytes]:
 @pytest.fixture(scope="session")
 def server_files(tmp_path_factory, data_root):
     """Generator, signing key and warmed f templates, built once per session."""
+    import torch
+
     from hyperver.config import load_config
     from hyperver.device.signing import Signer
     from hyperver.device.templates import TemplateStore
@@ -36,6 +38,10 @@ def server_files(tmp_path_factory, data_root):
     root = tmp_path_factory.mktemp("server_files")
     cfg = load_config(env={})
     gen = build_generator(dict(cfg.get_path("hypernet")), 128)
+    # A fresh generator's per-user change starts near zero by design (users' models then differ
+    # by ~1e-5 in score); a larger output layer makes users' models differ clearly, as trained ones do.
+    with torch.no_grad():
+        gen.out.weight.normal_(std=0.05, generator=torch.Generator().manual_seed(0))
     generator = save_generator(gen, root / "generator_untrained.safetensors", backbone="dlib")
     templates = tmp_path_factory.getbasetemp() / "f_templates"   # same path as tests/hyperver/device
     store = TemplateStore(templates)
