@@ -12,6 +12,18 @@ and is scored on the test folds 6-10, so the rows differ only by what the name s
 - ``ids_25pct_no_kcs``, ``ids_50pct_no_kcs``: ``no_kcs`` trained on a random quarter / half of
   the labelled identities (with ``no_kcs`` as the 100 % point: how accuracy scales with people).
 
+The levers of issue #17 (per-user verifiers that unlock), one change each on the same recipe:
+
+- ``backbone_mobilefacenet``: h_bb = MobileFaceNet (99.3 % on the test folds) instead of the recipe's;
+- ``f_v3_gdconv``: f at 112 px with MobileFaceNet's global depthwise head (~23.7k params, ~5 MFLOPs);
+- ``teacher_fusion``: the fused teacher grades the negatives and clusters people for KCS, with 4x
+  more UTKFace pseudo-identities per batch;
+- ``generator_lowrank``, ``generator_modulation``: theta = shared base + a rank-64 change / a
+  per-channel modulation, instead of a change per parameter;
+- ``embedding_noise``: noise on the enrollment embedding while training (30 % of its centred norm);
+- ``refine``: ``baseline``'s trained generator, every enrollment refined at enrollment time
+  (``hypernet.refine``); run ``baseline`` first.
+
 Runs are independent processes (so two can share the machine) and each writes its own
 result; ``--collect`` gathers them into ``results/hypernet_ablations.json``::
 
@@ -42,6 +54,15 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "f_embedding": {"_trainer": "embedding"},
     "ids_25pct_no_kcs": {"kcs": {"enabled": False}, "identity_fraction": 0.25},
     "ids_50pct_no_kcs": {"kcs": {"enabled": False}, "identity_fraction": 0.5},
+    # issue #17's levers
+    "backbone_mobilefacenet": {"backbone": "mobilefacenet"},
+    "f_v3_gdconv": {"f": {"input_size": 112, "channels": [16, 32, 48, 56], "groups": [1, 2, 2, 4],
+                          "strides": [2, 2, 2, 2], "kernel": 3, "hidden": 32, "head": "gdconv"}},
+    "teacher_fusion": {"teacher": "fusion_sface_dlib", "kcs": {"space": "teacher"}, "extra_pseudo_identities": 32},
+    "generator_lowrank": {"generator": {"output": "lowrank", "rank": 64}},
+    "generator_modulation": {"generator": {"output": "modulation"}},
+    "embedding_noise": {"embedding_noise": 0.3},
+    "refine": {"_trainer": "refine", "_from": "baseline", "refine": {"enabled": True}},
 }
 
 
@@ -54,7 +75,7 @@ def _variant_config(cfg: Config, name: str, steps: int, work_dir: Path) -> Confi
 
 
 # -- the hypernetwork variants ---------------------------------------------------------------------
-def _run_hypernet_variant(cfg: Config) -> dict[str, Any]:
+def _run_hypernet_variant(cfg: Config, row: dict[str, Any], work: Path) -> dict[str, Any]:
     from .evaluate import evaluate_pairs, f_cost, load_trained
     from .train import run_hypernet_training
 
@@ -69,7 +90,7 @@ def _run_hypernet_variant(cfg: Config) -> dict[str, Any]:
 
 
 # -- f as a plain embedding model ------------------------------------------------------------------
-def _run_embedding_variant(cfg: Config) -> dict[str, Any]:
+def _run_embedding_variant(cfg: Config, row: dict[str, Any], work: Path) -> dict[str, Any]:
     from supernet.profile import mflops
 
     from ..data import LFWSplit, open_dataset, parse_folds
@@ -95,8 +116,26 @@ def _run_embedding_variant(cfg: Config) -> dict[str, Any]:
             **info, "test": report.summary()}
 
 
-TRAINERS: dict[str, Callable[[Config], dict[str, Any]]] = {"hypernet": _run_hypernet_variant,
-                                                            "embedding": _run_embedding_variant}
+# -- enrollment-time refinement of another run's generator ----------------------------------------
+def _run_refine_variant(cfg: Config, row: dict[str, Any], work: Path) -> dict[str, Any]:
+    """The trained generator of run ``row["_from"]``, evaluated with every enrollment refined (same pairs)."""
+    from .evaluate import evaluate_pairs, f_cost, load_trained
+
+    source_dir = work / row["_from"]
+    checkpoint = source_dir / "best.pt"
+    if not checkpoint.is_file():
+        raise ConfigError(f"{checkpoint} is missing: train {source_dir.name!r} first (--only {source_dir.name})")
+    torch.set_num_threads(1)   # the refinement budget is per enrollment on one core
+    t0 = time.time()
+    gen, _ = load_trained(checkpoint=checkpoint)
+    res = evaluate_pairs(cfg, gen, cfg.get_path("hypernet.backbone"), refine={})
+    return {**f_cost(gen.spec), "eval_seconds": time.time() - t0, "source_run": source_dir.name,
+            "test": res["hypernet"], "test_symmetric": res["hypernet_symmetric"]}
+
+
+# row["_trainer"] -> how a row is made: (variant config, the row, the work folder) -> result
+TRAINERS: dict[str, Callable[[Config, dict[str, Any], Path], dict[str, Any]]] = {
+    "hypernet": _run_hypernet_variant, "embedding": _run_embedding_variant, "refine": _run_refine_variant}
 
 
 def run_ablation(cfg: Config, name: str, steps: int, work_dir: str | Path) -> dict[str, Any]:
@@ -104,7 +143,7 @@ def run_ablation(cfg: Config, name: str, steps: int, work_dir: str | Path) -> di
         raise ConfigError(f"unknown ablation {name!r}; known: {sorted(ABLATIONS)}")
     work = Path(work_dir)
     vcfg = _variant_config(cfg, name, steps, work)
-    result = TRAINERS[ABLATIONS[name].get("_trainer", "hypernet")](vcfg)
+    result = TRAINERS[ABLATIONS[name].get("_trainer", "hypernet")](vcfg, ABLATIONS[name], work)
     row = {"name": name, "steps": steps, "overrides": {k: v for k, v in ABLATIONS[name].items()},
            **{k: result["test"][k] for k in ("accuracy", "accuracy_std", "val_at_far_1e3", "auc", "eer")},
            **{k: v for k, v in result.items() if k != "test"}}

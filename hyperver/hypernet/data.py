@@ -37,8 +37,12 @@ class HypernetData:
         return HypernetData(self.images[rows], self.backbone[rows], self.teacher[rows], identity,
                             [np.nonzero(identity == i)[0] for i in range(n_keep)])
 
-    def identity_means(self) -> np.ndarray:
-        return np.stack([self.backbone[m].mean(0).numpy() for m in self.members])
+    def identity_means(self, space: str = "backbone") -> np.ndarray:
+        """Per-identity mean embedding in ``space``: ``backbone`` (h_bb's) or ``teacher``."""
+        if space not in ("backbone", "teacher"):
+            raise ConfigError(f"identity means come from 'backbone' or 'teacher' embeddings, not {space!r}")
+        emb = self.backbone if space == "backbone" else self.teacher
+        return np.stack([emb[m].mean(0).numpy() for m in self.members])
 
 
 def resize_crops(crops: np.ndarray, size: int) -> torch.Tensor:

@@ -25,7 +25,17 @@ def pair_scores_on_folds(cfg: Config, gen: WeightGenerator, backbone: str, folds
     split = LFWSplit(open_dataset(cfg, "lfw"))
     fold_ids = parse_folds(folds)
     records = split.records_of_sets(fold_ids)
-    data = load_records_data(cfg, "lfw", records, backbone, gen.spec.input_size)
+    settings, bank = {}, None
+    if refine is not None:
+        from .refine import NegativeBank, bank_path, refine_settings, refined_pair_logits
+
+        settings = dict(refine)
+        bank = settings.pop("bank", None)
+        bank = NegativeBank.load(bank_path(cfg)) if bank is None else bank
+        settings = {**refine_settings(cfg), **settings}
+    # Refinement grades the bank's negatives by its teacher's cosines: the probes carry that teacher's embeddings.
+    data = load_records_data(cfg, "lfw", records, backbone, gen.spec.input_size,
+                             teacher=bank.teacher if bank is not None else "dlib")
     index = {r.path: i for i, r in enumerate(records)}
     pairs = split.pairs(fold_ids)
     a = np.array([index[p.a.path] for p in pairs])
@@ -33,16 +43,8 @@ def pair_scores_on_folds(cfg: Config, gen: WeightGenerator, backbone: str, folds
     emb = data.backbone.numpy()
     out = {"cosine": np.sum(emb[a] * emb[b], axis=1), "same": np.array([p.same for p in pairs]),
            "fold": np.array([p.fold for p in pairs])}
-    if refine is None:
+    if bank is None:
         return {"ab": pair_logits(gen, data, a, b), "ba": pair_logits(gen, data, b, a), **out}
-    from .refine import NegativeBank, bank_path, refine_settings, refined_pair_logits
-
-    settings = dict(refine)
-    bank = settings.pop("bank", None)
-    bank = NegativeBank.load(bank_path(cfg)) if bank is None else bank
-    if bank.teacher != "dlib":   # load_records_data's teacher embeddings grade the bank's targets
-        raise ValueError(f"the negative bank's teacher is {bank.teacher!r}; LFW evaluation data carries dlib's")
-    settings = {**refine_settings(cfg), **settings}
     out["ab"], out["refine_ab"] = refined_pair_logits(gen, data, a, b, bank, settings)
     out["ba"], out["refine_ba"] = refined_pair_logits(gen, data, b, a, bank, settings)
     return out

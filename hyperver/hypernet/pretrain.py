@@ -76,9 +76,10 @@ def train_embedding_f(cfg: Config, steps: int, batch: int = 256, log: Callable[[
     torch.manual_seed(int(hc["seed"]))
     spec = VerifierSpec.from_dict(hc["f"])
     # The same images as the hypernetwork: labelled identities (+ UTKFace when the recipe uses it).
-    data = load_hypernet_data(cfg, hc["sources"], hc["backbone"], spec.input_size, limit_identities=hc["limit_identities"],
+    data = load_hypernet_data(cfg, hc["sources"], hc["backbone"], spec.input_size, teacher=hc["teacher"],
+                              limit_identities=hc["limit_identities"],
                               identity_fraction=hc["identity_fraction"], seed=int(hc["seed"]))
-    extra = (load_hypernet_data(cfg, ["utkface"], hc["backbone"], spec.input_size, min_images=0)
+    extra = (load_hypernet_data(cfg, ["utkface"], hc["backbone"], spec.input_size, min_images=0, teacher=hc["teacher"])
              if int(hc["extra_pseudo_identities"]) > 0 else None)
     images = data.images if extra is None else torch.cat([data.images, extra.images])
     teacher = data.teacher if extra is None else torch.cat([data.teacher, extra.teacher])

@@ -295,11 +295,17 @@ def load_or_build_bank(cfg: Config, input_size: int | None = None) -> NegativeBa
     """The configured bank; built first (``hypernet.refine.bank_size`` people, ``seed``) from the
     training sources' cached crops when the file is missing, like f's templates."""
     path = bank_path(cfg)
+    teacher = str(cfg.get_path("hypernet.teacher", "dlib"))
     if not path.is_file():
         rc = cfg.get_path("hypernet.refine")
         log.info("building the negative bank %s (%d training people)", path, int(rc["bank_size"]))
-        return build_negative_bank(cfg, int(rc["bank_size"]), int(rc["seed"]), path=path, input_size=input_size)
-    return NegativeBank.load(path)
+        return build_negative_bank(cfg, int(rc["bank_size"]), int(rc["seed"]), path=path, teacher=teacher,
+                                   input_size=input_size)
+    bank = NegativeBank.load(path)
+    if bank.teacher != teacher:
+        raise NegativeBankError(f"{path} holds {bank.teacher!r} embeddings but hypernet.teacher is {teacher!r}; "
+                                "point hypernet.refine.bank_path at another file (it is built on first use)")
+    return bank
 
 
 def warm_up(spec: VerifierSpec, bank: NegativeBank) -> None:

@@ -46,6 +46,18 @@ def build_generator(hc: dict, embed_dim: int) -> WeightGenerator:
     return WeightGenerator(spec, embed_dim=embed_dim, seed=int(hc["seed"]), **hc["generator"])
 
 
+def noisy_embeddings(emb: torch.Tensor, input_mean: torch.Tensor, share: float,
+                     generator: torch.Generator) -> torch.Tensor:
+    """Enrollment embeddings + Gaussian noise whose expected norm is ``share`` of each centred
+    embedding's (``hypernet.embedding_noise``), so h_gen cannot memorise the few training people's
+    exact points; ``share`` 0 returns ``emb`` itself."""
+    if share <= 0:
+        return emb
+    centred_norm = (emb - input_mean).norm(dim=1, keepdim=True)
+    noise = torch.randn(emb.shape, generator=generator)
+    return emb + noise * (share * centred_norm / emb.shape[1] ** 0.5)
+
+
 def _optimizer(params, oc: dict) -> torch.optim.Optimizer:
     name = oc.get("name", "sgd")
     if name == "sgd":
@@ -103,18 +115,20 @@ class HypernetTrainer:
         self.spec = VerifierSpec.from_dict(hc["f"])
         size = self.spec.input_size
         t0 = time.time()
-        self.data = load_hypernet_data(cfg, hc["sources"], hc["backbone"], size,
+        self.data = load_hypernet_data(cfg, hc["sources"], hc["backbone"], size, teacher=hc["teacher"],
                                        limit_identities=hc["limit_identities"],
                                        identity_fraction=hc["identity_fraction"], seed=int(hc["seed"]))
         self.val = validation_pairs(cfg, hc["backbone"], size, hc["val_limit_pairs"])
-        self.extra = (load_hypernet_data(cfg, ["utkface"], hc["backbone"], size, min_images=0)
+        self.extra = (load_hypernet_data(cfg, ["utkface"], hc["backbone"], size, min_images=0, teacher=hc["teacher"])
                       if int(hc["extra_pseudo_identities"]) > 0 else None)
         log(f"identities: {len(self.data.members)}, images: {len(self.data)}, validation pairs: {len(self.val.same)}"
             f"; f: {self.spec.n_params} params, input {size}px; loaded in {time.time() - t0:.0f}s")
         self.gen = build_generator(hc, self.data.backbone.shape[1])
         self.gen.set_input_mean(self.data.backbone)
         self.opt = _optimizer(self.gen.parameters(), hc["optimizer"])
-        self.sampler = IdentitySampler(self.data.identity_means(), int(hc["kcs"]["clusters"]), int(hc["seed"]))
+        # KCS clusters people by look: in h_bb's space (the paper) or in the (stronger) teacher's.
+        self.sampler = IdentitySampler(self.data.identity_means(hc["kcs"].get("space", "backbone")),
+                                       int(hc["kcs"]["clusters"]), int(hc["seed"]))
         self.rng = np.random.default_rng(int(hc["seed"]))
         self.aug_gen = torch.Generator().manual_seed(int(hc["seed"]))
         self.state = HypernetState()
@@ -193,9 +207,12 @@ class HypernetTrainer:
         return {"x": x, "emb": enroll_emb, "targets": targets, "mask": mask, "teacher": teacher, "n": n,
                 "enroll_rows": torch.arange(U) * n}
 
+    def noisy(self, emb: torch.Tensor) -> torch.Tensor:
+        return noisy_embeddings(emb, self.gen.input_mean, float(self.hc.get("embedding_noise") or 0.0), self.aug_gen)
+
     def loss(self, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         hc = self.hc
-        thetas = self.gen(batch["emb"])
+        thetas = self.gen(self.noisy(batch["emb"]))
         targets, mask = batch["targets"].clone(), batch["mask"]
         n_neg = hc["negatives_per_user"]
         U, M = targets.shape

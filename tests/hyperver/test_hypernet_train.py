@@ -110,6 +110,64 @@ def test_ablation_variants_change_only_what_their_name_says(tmp_path):
     assert {"baseline", "no_kcs", "no_norm_loss", "f_37k", "f_embedding"} <= set(ABLATIONS)
     for name in ABLATIONS:
         assert _variant_config(cfg, name, 10, tmp_path).get_path("hypernet.checkpoint_dir").endswith(name)
+    # issue #17's levers: one change each, f v3 within the paper's budget
+    from supernet.profile import count_params, mflops
+
+    from hyperver.hypernet.verifier import VerifierModule
+
+    v3 = VerifierSpec.from_dict(_variant_config(cfg, "f_v3_gdconv", 600, tmp_path).get_path("hypernet.f"))
+    f = VerifierModule(v3)
+    assert v3.head == "gdconv" and v3.input_size == 112
+    assert count_params(f) == v3.n_params <= 26_500 and mflops(f, (1, 3, 112, 112)) <= 6.0
+    fused = _variant_config(cfg, "teacher_fusion", 600, tmp_path)
+    assert (fused.get_path("hypernet.teacher"), fused.get_path("hypernet.kcs.space")) == ("fusion_sface_dlib", "teacher")
+    assert (base.get_path("hypernet.teacher"), base.get_path("hypernet.kcs.space")) == ("dlib", "backbone")
+    assert _variant_config(cfg, "generator_lowrank", 600, tmp_path).get_path("hypernet.generator.output") == "lowrank"
+    assert _variant_config(cfg, "embedding_noise", 600, tmp_path).get_path("hypernet.embedding_noise") > 0
+    assert base.get_path("hypernet.embedding_noise") == 0.0
+    assert _variant_config(cfg, "backbone_mobilefacenet", 600, tmp_path).get_path("hypernet.backbone") == "mobilefacenet"
+
+
+def test_refine_row_needs_its_source_run(tmp_path):
+    import pytest
+
+    from hyperver.config import load_config
+    from hyperver.errors import ConfigError
+    from hyperver.hypernet.ablations import ABLATIONS, run_ablation
+
+    assert ABLATIONS["refine"]["_from"] in ABLATIONS
+    with pytest.raises(ConfigError, match="train 'baseline' first"):
+        run_ablation(load_config("configs/hypernet_cpu.yaml", env={}), "refine", 10, tmp_path)
+
+
+def test_embedding_noise_scales_with_the_centred_norm_and_is_off_at_zero():
+    from hyperver.hypernet.train import noisy_embeddings
+
+    gen = torch.Generator().manual_seed(0)
+    mean = torch.full((128,), 0.05)
+    emb = torch.nn.functional.normalize(torch.randn(2000, 128, generator=gen), dim=1) + mean
+    assert noisy_embeddings(emb, mean, 0.0, gen) is emb
+    noise = noisy_embeddings(emb, mean, 0.3, gen) - emb
+    ratio = noise.norm(dim=1) / (emb - mean).norm(dim=1)
+    assert abs(ratio.mean().item() - 0.3) < 0.01
+    again = noisy_embeddings(emb, mean, 0.3, torch.Generator().manual_seed(1))
+    assert not torch.equal(again - emb, noise)
+
+
+def test_identity_means_in_backbone_or_teacher_space():
+    import numpy as np
+    import pytest
+
+    from hyperver.errors import ConfigError
+    from hyperver.hypernet.data import HypernetData
+
+    identity = np.array([0, 0, 1, 1, 1])
+    data = HypernetData(torch.zeros(5, 2, 2, 3, dtype=torch.uint8), torch.randn(5, 4), torch.randn(5, 6), identity,
+                        [np.nonzero(identity == i)[0] for i in range(2)])
+    assert data.identity_means().shape == (2, 4) and data.identity_means("teacher").shape == (2, 6)
+    assert np.allclose(data.identity_means("teacher")[1], data.teacher[2:].mean(0).numpy(), atol=1e-6)
+    with pytest.raises(ConfigError, match="backbone' or 'teacher"):
+        data.identity_means("pixels")
 
 
 def test_identity_subset_keeps_whole_identities_renumbered_and_seeded():
