@@ -17,7 +17,7 @@ The levers of issue #17 (per-user verifiers that unlock), one change each on the
 - ``backbone_mobilefacenet``: h_bb = MobileFaceNet (99.3 % on the test folds) instead of the recipe's;
 - ``f_v3_gdconv``: f at 112 px with MobileFaceNet's global depthwise head (~23.7k params, ~5 MFLOPs);
 - ``teacher_fusion``: the fused teacher grades the negatives and clusters people for KCS, with 4x
-  more UTKFace pseudo-identities per batch;
+  more UTKFace pseudo-identities per batch, drawn among the batch people's teacher look-alikes;
 - ``generator_lowrank``, ``generator_modulation``: theta = shared base + a rank-64 change / a
   per-channel modulation, instead of a change per parameter;
 - ``embedding_noise``: noise on the enrollment embedding while training (30 % of its centred norm);
@@ -58,7 +58,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "backbone_mobilefacenet": {"backbone": "mobilefacenet"},
     "f_v3_gdconv": {"f": {"input_size": 112, "channels": [16, 32, 48, 56], "groups": [1, 2, 2, 4],
                           "strides": [2, 2, 2, 2], "kernel": 3, "hidden": 32, "head": "gdconv"}},
-    "teacher_fusion": {"teacher": "fusion_sface_dlib", "kcs": {"space": "teacher"}, "extra_pseudo_identities": 32},
+    "teacher_fusion": {"teacher": "fusion_sface_dlib", "kcs": {"space": "teacher"}, "extra_pseudo_identities": 32,
+                       "extra_sampling": {"mode": "teacher_nn"}},
     "generator_lowrank": {"generator": {"output": "lowrank", "rank": 64}},
     "generator_modulation": {"generator": {"output": "modulation"}},
     "embedding_noise": {"embedding_noise": 0.3},

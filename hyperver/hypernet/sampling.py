@@ -41,3 +41,43 @@ class IdentitySampler:
 
     def sample(self, b: int, use_kcs: bool) -> np.ndarray:
         return self.kcs(b) if use_kcs and self.n_clusters > 1 else self.uniform(b)
+
+
+def nearest_faces(identity_means: np.ndarray, faces: np.ndarray, centre: np.ndarray, k: int,
+                  chunk: int = 256) -> np.ndarray:
+    """(identities, k) indices of the ``k`` faces nearest each identity (cosine of centred, unit
+    embeddings, usually a strong teacher's): the look-alikes to use as that identity's hard negatives."""
+    def unit(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float32) - centre
+        return x / (np.linalg.norm(x, axis=1, keepdims=True) + 1e-12)
+
+    q, f = unit(identity_means), unit(faces)
+    k = min(k, len(f))
+    out = np.empty((len(q), k), dtype=np.int64)
+    for i in range(0, len(q), chunk):
+        sims = q[i:i + chunk] @ f.T
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1)
+        out[i:i + chunk] = np.take_along_axis(top, order, axis=1)
+    return out
+
+
+def pick_extra_faces(neighbours: np.ndarray | None, batch_ids: np.ndarray, n: int, n_faces: int,
+                     rng: np.random.Generator) -> np.ndarray:
+    """``n`` distinct extra faces for a batch: each a random near neighbour of a random batch
+    identity (``neighbours`` from ``nearest_faces``), topped up at random; all random without them."""
+    n = min(n, n_faces)
+    picked: list[int] = []
+    if neighbours is not None and len(batch_ids):
+        owners = rng.choice(batch_ids, size=2 * n)
+        for face in neighbours[owners, rng.integers(0, neighbours.shape[1], size=2 * n)]:
+            if face not in picked:
+                picked.append(int(face))
+            if len(picked) == n:
+                break
+    if not picked:
+        return rng.choice(n_faces, size=n, replace=False)
+    if len(picked) < n:
+        rest = np.setdiff1d(np.arange(n_faces), picked)
+        picked += rng.choice(rest, size=n - len(picked), replace=False).tolist()
+    return np.array(picked, dtype=np.int64)

@@ -30,7 +30,7 @@ from .batched import score_matrix
 from .data import HypernetData, load_hypernet_data, load_records_data, to_unit_range
 from .generator import WeightGenerator
 from .losses import positive_weight, theta_norm_penalty, weighted_bce
-from .sampling import IdentitySampler
+from .sampling import IdentitySampler, nearest_faces, pick_extra_faces
 from .verifier import VerifierSpec
 
 
@@ -135,6 +135,14 @@ class HypernetTrainer:
         self.ckpt_dir = Path(hc["checkpoint_dir"])
         self._stop = False
         self.teacher_mean = self.data.teacher.mean(0)
+        # Hard pseudo-identities: each labelled person's nearest unlabelled faces in the teacher's space.
+        self.extra_neighbours = None
+        if self.extra is not None and hc["extra_sampling"]["mode"] == "teacher_nn":
+            self.extra_neighbours = nearest_faces(self.data.identity_means("teacher"), self.extra.teacher.numpy(),
+                                                  self.teacher_mean.numpy(), int(hc["extra_sampling"]["k"]))
+        elif hc["extra_sampling"]["mode"] != "random":
+            raise ConfigError(f"hypernet.extra_sampling.mode must be random or teacher_nn, "
+                              f"got {hc['extra_sampling']['mode']!r}")
 
     @torch.no_grad()
     def seed_body(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -194,7 +202,8 @@ class HypernetTrainer:
         owner = np.repeat(np.arange(len(ids)), n)
         extra = int(hc["extra_pseudo_identities"])
         if extra and self.extra is not None:
-            pick = self.rng.choice(len(self.extra), size=extra, replace=False)
+            # Look-alike faces only once KCS starts: warm-up stays easy, as the identity sampling does.
+            pick = pick_extra_faces(self.extra_neighbours if use_kcs else None, ids, extra, len(self.extra), self.rng)
             images = torch.cat([images, self.extra.images[np.repeat(pick, n)]])
             enroll_emb = torch.cat([enroll_emb, self.extra.backbone[pick]])
             teacher = torch.cat([teacher, self.extra.teacher[np.repeat(pick, n)]])

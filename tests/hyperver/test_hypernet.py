@@ -128,3 +128,24 @@ def test_enrollment_and_verification_on_real_photos(tmp_path, lfw_images, two_fa
     Image.fromarray(blank).resize((500, 100)).save(tmp_path / "none.jpg")
     with pytest.raises(FaceNotFoundError):
         enroller.enroll([tmp_path / "none.jpg"])
+
+
+def test_hard_pseudo_identities_are_teacher_look_alikes_of_the_batch():
+    from hyperver.hypernet.sampling import nearest_faces, pick_extra_faces
+
+    rng = np.random.default_rng(0)
+    people = rng.normal(size=(5, 16)).astype(np.float32)
+    # 10 faces near each person (+ noise), 50 unrelated faces
+    faces = np.concatenate([np.repeat(people, 10, axis=0) + 0.1 * rng.normal(size=(50, 16)),
+                            rng.normal(size=(50, 16))]).astype(np.float32)
+    nn = nearest_faces(people, faces, np.zeros(16, np.float32), k=10, chunk=2)
+    assert nn.shape == (5, 10)
+    for p in range(5):
+        assert set(nn[p]) == set(range(10 * p, 10 * p + 10))     # its own look-alikes, nearest first
+    picks = pick_extra_faces(nn, np.array([1, 3]), 8, len(faces), np.random.default_rng(1))
+    assert len(set(picks)) == 8 and all(10 <= f < 20 or 30 <= f < 40 for f in picks)
+    # more extras than look-alikes: distinct, topped up from the rest
+    many = pick_extra_faces(nn, np.array([2]), 15, len(faces), np.random.default_rng(1))
+    assert len(set(many)) == 15 and set(range(20, 30)) <= set(many)
+    plain = pick_extra_faces(None, np.array([2]), 8, len(faces), np.random.default_rng(1))
+    assert np.array_equal(plain, np.random.default_rng(1).choice(len(faces), size=8, replace=False))
