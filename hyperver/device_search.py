@@ -378,13 +378,15 @@ def run_search(cfg: Config, device: str, budget_ms: float | None = None, budget_
                reference: str | None = None, max_params: int | None = None, weights: str | None = None,
                out_dir: str = "results/search", methods: Sequence[str] = ("nac_quickselect", "mlp_sort", "random"),
                export: bool = True, progress: bool = True, calibration_sources: Sequence[str] | None = None,
-               calibration_limit: int | None = None, net=None, calibration_data=None) -> list[dict[str, Any]]:
+               calibration_limit: int | None = None, net=None, calibration_data=None,
+               predictors=None) -> list[dict[str, Any]]:
     """Search one device/budget with each method; export each winner (BN recalibrated on the first
     ``calibration_limit`` images of each calibration source, default ``BN_CALIBRATION_SOURCES``)
     as a descriptor.
 
-    ``net`` / ``calibration_data``: an already loaded SuperNet and BN-calibration images, so that a
-    caller searching many budgets (the search report) loads them once."""
+    ``net`` / ``calibration_data`` / ``predictors``: an already loaded SuperNet, BN-calibration images
+    and fitted (comparator, MLP) pair (``fit_search_predictors``), so that a caller searching many
+    budgets (the search report) loads and fits them once."""
     from supernet.nas.search import EvolutionConfig, evolution_search, random_search, sort_evolution_search
     from supernet.space import arch_id, save_arch
 
@@ -392,11 +394,7 @@ def run_search(cfg: Config, device: str, budget_ms: float | None = None, budget_
     prof = load_profile(cfg, device)
     lut = profile_lut(prof, net)
     budget = budget_for(cfg, lut, budget_ms, budget_rel, reference, max_params, net.space, prof.calibration)
-    rows = read_dataset(cfg.get_path("search.dataset.path"))
-    if len(rows) < 20:
-        raise ConfigError("build the accuracy dataset first: hyperver search build-dataset")
-    train, _ = split_rows(rows, float(cfg.get_path("search.dataset.holdout")), int(cfg.get_path("search.dataset.seed")))
-    nac, mlp = fit_predictors(cfg, train, net.space)
+    nac, mlp = predictors if predictors is not None else fit_search_predictors(cfg, net.space)
     evo = EvolutionConfig(**cfg.get_path("search.evolution"))
     results = []
     for method in methods:
@@ -431,8 +429,17 @@ def run_search(cfg: Config, device: str, budget_ms: float | None = None, budget_
     return results
 
 
+def fit_search_predictors(cfg: Config, space):
+    """(comparator, MLP) fitted on the accuracy dataset's training split (the held-out rows stay unseen)."""
+    rows = read_dataset(cfg.get_path("search.dataset.path"))
+    if len(rows) < 20:
+        raise ConfigError("build the accuracy dataset first: hyperver search build-dataset")
+    train, _ = split_rows(rows, float(cfg.get_path("search.dataset.holdout")), int(cfg.get_path("search.dataset.seed")))
+    return fit_predictors(cfg, train, space)
+
+
 def calls_vs_population(cfg: Config, device: str, budget_rel: float = 0.6, generations: int = 20,
-                        weights: str | None = None) -> dict[str, float]:
+                        weights: str | None = None, comparator=None) -> dict[str, float]:
     """Mean comparator calls per generation for P = 50, 100, 200 (should grow linearly)."""
     from supernet.nas.search import EvolutionConfig, evolution_search
 
@@ -440,9 +447,7 @@ def calls_vs_population(cfg: Config, device: str, budget_rel: float = 0.6, gener
     prof = load_profile(cfg, device)
     lut = profile_lut(prof, net)
     budget = budget_for(cfg, lut, None, budget_rel, None, None, net.space, prof.calibration)
-    rows = read_dataset(cfg.get_path("search.dataset.path"))
-    train, _ = split_rows(rows, float(cfg.get_path("search.dataset.holdout")), int(cfg.get_path("search.dataset.seed")))
-    nac, _ = fit_predictors(cfg, train, net.space)
+    nac = comparator if comparator is not None else fit_search_predictors(cfg, net.space)[0]
     out = {}
     for p in (50, 100, 200):
         evo = EvolutionConfig(**{**cfg.get_path("search.evolution"), "population": p, "generations": generations})
@@ -464,12 +469,13 @@ def search_report(cfg: Config, devices: Sequence[str], budgets_rel: Sequence[flo
     net = _supernet(cfg, weights)
     calib = load_bn_calibration(cfg)
     validate = face_subnet_evaluator(cfg, net, calib)
+    predictors = fit_search_predictors(cfg, net.space)   # once: every device and budget searches with the same
     for device in devices:
         prof = load_profile(cfg, device)
         found = []
         for rel in budgets_rel:
             for r in run_search(cfg, device, budget_rel=rel, weights=weights, progress=False, net=net,
-                                calibration_data=calib):
+                                calibration_data=calib, predictors=predictors):
                 weights_file = Path(r["files"]["safetensors"])
                 test = eval_subnet_on_test_folds(cfg, weights_file.stem, weights_file)
                 found.append({**{k: r[k] for k in ("method", "backend", "device", "budget_ms", "guard_margin",
@@ -481,7 +487,7 @@ def search_report(cfg: Config, devices: Sequence[str], budgets_rel: Sequence[flo
         for r in found:
             print(json.dumps({k: v for k, v in r.items() if k != "arch"}))
         runs += found
-    calls = calls_vs_population(cfg, devices[0], weights=weights)
+    calls = calls_vs_population(cfg, devices[0], weights=weights, comparator=predictors[0])
     png = Path(out).with_name(Path(out).stem + "_pareto.png")   # results/search.json -> search_pareto.png
     _plot_pareto(cfg, devices[0], runs, png, weights)
     figures = {"runs": runs, "calls_vs_population": calls, "pareto_png": str(png)}

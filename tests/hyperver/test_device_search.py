@@ -60,3 +60,26 @@ def test_lut_calibrate_refit_reuses_the_stored_timings(tmp_path):
     assert refit["scale"] == pytest.approx(stored["scale"], rel=1e-3) and len(refit["loo_ratios"]) == 12
     with pytest.raises(ConfigError, match="no stored calibration timings"):
         lut_calibrate(cfg, "this_cpu_tflite_t1", n=5, refit=True)
+
+
+def test_run_search_reuses_given_predictors_and_stays_in_budget(tmp_path, monkeypatch):
+    """The search report fits its predictors once and hands them to every run_search call."""
+    from types import SimpleNamespace
+
+    import hyperver.device_search as ds
+    from hyperver.config import load_config
+    from supernet.space import load_arch
+
+    cfg = load_config(overrides=["search.evolution.generations=3", "search.evolution.population=20"], env={})
+
+    def refuse(*_a, **_k):
+        raise AssertionError("run_search fitted predictors although they were given")
+
+    monkeypatch.setattr(ds, "fit_search_predictors", refuse)
+    params = lambda archs: np.array([sum(a["e"]) + sum(a["d"]) for a in archs], dtype=float)   # noqa: E731
+    bigger = SimpleNamespace(better=lambda a, b: params(a) > params(b))   # "more capacity is more accurate"
+    res = ds.run_search(cfg, "this_cpu_tflite_t1", budget_rel=0.6, out_dir=str(tmp_path), methods=("nac_quickselect",),
+                        export=False, progress=False, predictors=(bigger, None))
+    assert len(res) == 1 and res[0]["predicted_latency_ms"] <= res[0]["budget_ms"]
+    saved = load_arch(tmp_path / f"this_cpu_tflite_t1_{res[0]['budget_ms']:.2f}ms.arch.json")
+    assert saved == res[0]["arch"]
