@@ -16,6 +16,8 @@ The levers of issue #17 (per-user verifiers that unlock), one change each on the
 
 - ``backbone_mobilefacenet``: h_bb = MobileFaceNet (99.3 % on the test folds) instead of the recipe's;
 - ``f_v3_gdconv``: f at 112 px with MobileFaceNet's global depthwise head (~23.7k params, ~5 MFLOPs);
+- ``f_v3_embedding``: f v3's body alone as an embedding model (as ``f_embedding``): what its pixels-to-identity
+  capacity allows before any per-user generation;
 - ``teacher_fusion``: the fused teacher grades the negatives and clusters people for KCS, with 4x
   more UTKFace pseudo-identities per batch, drawn among the batch people's teacher look-alikes;
 - ``generator_lowrank``, ``generator_modulation``: theta = shared base + a rank-64 change / a
@@ -45,6 +47,10 @@ import torch
 from ..config import Config, load_config, merge
 from ..errors import ConfigError
 
+# f v3 (issue #17): 112 px, MobileFaceNet's global depthwise head; 23,697 params, 4.97 M multiply-adds
+F_V3 = {"input_size": 112, "channels": [16, 32, 48, 56], "groups": [1, 2, 2, 4], "strides": [2, 2, 2, 2], "kernel": 3,
+        "hidden": 32, "head": "gdconv"}
+
 # name -> overrides of the hypernet section (data, not code: add a row here to add an ablation)
 ABLATIONS: dict[str, dict[str, Any]] = {
     "baseline": {},
@@ -56,8 +62,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "ids_50pct_no_kcs": {"kcs": {"enabled": False}, "identity_fraction": 0.5},
     # issue #17's levers
     "backbone_mobilefacenet": {"backbone": "mobilefacenet"},
-    "f_v3_gdconv": {"f": {"input_size": 112, "channels": [16, 32, 48, 56], "groups": [1, 2, 2, 4],
-                          "strides": [2, 2, 2, 2], "kernel": 3, "hidden": 32, "head": "gdconv"}},
+    "f_v3_gdconv": {"f": F_V3},
+    "f_v3_embedding": {"_trainer": "embedding", "f": F_V3},
     "teacher_fusion": {"teacher": "fusion_sface_dlib", "kcs": {"space": "teacher"}, "extra_pseudo_identities": 32,
                        "extra_sampling": {"mode": "teacher_nn"}},
     "generator_lowrank": {"generator": {"output": "lowrank", "rank": 64}},
