@@ -69,7 +69,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "generator_lowrank": {"generator": {"output": "lowrank", "rank": 64}},
     "generator_modulation": {"generator": {"output": "modulation"}},
     "embedding_noise": {"embedding_noise": 0.3},
-    "refine": {"_trainer": "refine", "_from": "baseline", "refine": {"enabled": True}},
+    "refine": {"_trainer": "refine", "_from": "baseline"},
 }
 
 

@@ -295,7 +295,7 @@ def load_or_build_bank(cfg: Config, input_size: int | None = None) -> NegativeBa
     """The configured bank; built first (``hypernet.refine.bank_size`` people, ``seed``) from the
     training sources' cached crops when the file is missing, like f's templates."""
     path = bank_path(cfg)
-    teacher = str(cfg.get_path("hypernet.teacher", "dlib"))
+    teacher = str(cfg.get_path("hypernet.teacher"))
     if not path.is_file():
         rc = cfg.get_path("hypernet.refine")
         log.info("building the negative bank %s (%d training people)", path, int(rc["bank_size"]))

@@ -127,7 +127,7 @@ class HypernetTrainer:
         self.gen.set_input_mean(self.data.backbone)
         self.opt = _optimizer(self.gen.parameters(), hc["optimizer"])
         # KCS clusters people by look: in h_bb's space (the paper) or in the (stronger) teacher's.
-        self.sampler = IdentitySampler(self.data.identity_means(hc["kcs"].get("space", "backbone")),
+        self.sampler = IdentitySampler(self.data.identity_means(hc["kcs"]["space"]),
                                        int(hc["kcs"]["clusters"]), int(hc["seed"]))
         self.rng = np.random.default_rng(int(hc["seed"]))
         self.aug_gen = torch.Generator().manual_seed(int(hc["seed"]))
@@ -136,13 +136,13 @@ class HypernetTrainer:
         self._stop = False
         self.teacher_mean = self.data.teacher.mean(0)
         # Hard pseudo-identities: each labelled person's nearest unlabelled faces in the teacher's space.
+        mode = hc["extra_sampling"]["mode"]
+        if mode not in ("random", "teacher_nn"):
+            raise ConfigError(f"hypernet.extra_sampling.mode must be random or teacher_nn, got {mode!r}")
         self.extra_neighbours = None
-        if self.extra is not None and hc["extra_sampling"]["mode"] == "teacher_nn":
+        if self.extra is not None and mode == "teacher_nn":
             self.extra_neighbours = nearest_faces(self.data.identity_means("teacher"), self.extra.teacher.numpy(),
                                                   self.teacher_mean.numpy(), int(hc["extra_sampling"]["k"]))
-        elif hc["extra_sampling"]["mode"] != "random":
-            raise ConfigError(f"hypernet.extra_sampling.mode must be random or teacher_nn, "
-                              f"got {hc['extra_sampling']['mode']!r}")
 
     @torch.no_grad()
     def seed_body(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -216,12 +216,9 @@ class HypernetTrainer:
         return {"x": x, "emb": enroll_emb, "targets": targets, "mask": mask, "teacher": teacher, "n": n,
                 "enroll_rows": torch.arange(U) * n}
 
-    def noisy(self, emb: torch.Tensor) -> torch.Tensor:
-        return noisy_embeddings(emb, self.gen.input_mean, float(self.hc.get("embedding_noise") or 0.0), self.aug_gen)
-
     def loss(self, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         hc = self.hc
-        thetas = self.gen(self.noisy(batch["emb"]))
+        thetas = self.gen(noisy_embeddings(batch["emb"], self.gen.input_mean, float(hc["embedding_noise"]), self.aug_gen))
         targets, mask = batch["targets"].clone(), batch["mask"]
         n_neg = hc["negatives_per_user"]
         U, M = targets.shape
