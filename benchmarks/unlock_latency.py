@@ -72,7 +72,7 @@ def descriptor_tflite(args, tmp: Path) -> tuple[bytes, dict[str, Any]]:
     from hyperver.descriptor import load_supernet_weights
     from supernet.export import export_tflite
 
-    net = load_supernet_weights(args.supernet_weights)
+    net = load_supernet_weights(args.supernet_weights)   # main() fills the config's default in
     arch = getattr(net.space, args.descriptor_arch)()
     sub = net.get_subnet(arch)   # BN statistics do not change latency: no recalibration needed here
     import contextlib
@@ -137,7 +137,8 @@ def main() -> None:
                                                              "untrained one (figures flagged, not for publishing)")
     ap.add_argument("--skip-accuracy", action="store_true", help="latency and sizes only (no generator quality needed)")
     ap.add_argument("--pairs", type=int, default=None, help="subsample the 3,000 test pairs (quick checks only)")
-    ap.add_argument("--supernet-weights", default="assets/supernet/supernet_cpu_r2.safetensors")
+    ap.add_argument("--supernet-weights", default=None, help="SuperNet whose subnet is the descriptor "
+                                                             "(default: search.supernet_weights)")
     ap.add_argument("--descriptor-arch", default="largest", choices=["largest", "smallest"])
     ap.add_argument("--descriptor-tflite", default=None, help="time this descriptor TFLite instead")
     ap.add_argument("--repeats", type=int, default=500)
@@ -154,6 +155,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     cfg = load_config(args.config)
+    args.supernet_weights = args.supernet_weights or cfg.get_path("search.supernet_weights")
     tmp = Path(tempfile.mkdtemp(prefix="unlock_latency_"))
     generator = Path(args.checkpoint or args.generator or cfg.get_path("hypernet.generator_path"))
     if args.checkpoint:

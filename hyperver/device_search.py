@@ -414,8 +414,8 @@ def run_search(cfg: Config, device: str, budget_ms: float | None = None, budget_
     out = Path(out_dir)
     best = results[0]["arch"]
     save_arch(best, out / f"{prof.name}_{budget.latency_ms:.2f}ms.arch.json", id=arch_id(best),
-              predicted_latency_ms=lut.predict(best), device=prof.name, input_size=net.input_size,
-              width_mult=net.width_mult)
+              predicted_latency_ms=lut.predict(best), device=prof.name, space=space_name(net),
+              input_size=net.input_size, width_mult=net.width_mult)
     if export:
         from .descriptor.data import load_bn_calibration
         from .descriptor.report import export_subnet
@@ -459,7 +459,8 @@ def calls_vs_population(cfg: Config, device: str, budget_rel: float = 0.6, gener
 def search_report(cfg: Config, devices: Sequence[str], budgets_rel: Sequence[float] = (0.4, 0.6),
                   weights: str | None = None, out: str = "results/search.json") -> dict[str, Any]:
     """The paper-style table: per device and budget, each method's subnet with LFW test accuracy
-    and measured latency; comparator calls vs population; a Pareto plot of the accuracy dataset."""
+    and measured latency; comparator calls vs population; a Pareto plot of the accuracy dataset.
+    The found subnets (arch JSON + exports) go to the folder named after ``out`` (results/search/)."""
     from .descriptor.data import load_bn_calibration
     from .descriptor.report import eval_subnet_on_test_folds
 
@@ -469,13 +470,14 @@ def search_report(cfg: Config, devices: Sequence[str], budgets_rel: Sequence[flo
     net = _supernet(cfg, weights)
     calib = load_bn_calibration(cfg)
     validate = face_subnet_evaluator(cfg, net, calib)
+    subnets_dir = Path(out).with_suffix("")   # results/search.json -> results/search/ (arch JSON + exports)
     predictors = fit_search_predictors(cfg, net.space)   # once: every device and budget searches with the same
     for device in devices:
         prof = load_profile(cfg, device)
         found = []
         for rel in budgets_rel:
             for r in run_search(cfg, device, budget_rel=rel, weights=weights, progress=False, net=net,
-                                calibration_data=calib, predictors=predictors):
+                                calibration_data=calib, predictors=predictors, out_dir=str(subnets_dir)):
                 weights_file = Path(r["files"]["safetensors"])
                 test = eval_subnet_on_test_folds(cfg, weights_file.stem, weights_file)
                 found.append({**{k: r[k] for k in ("method", "backend", "device", "budget_ms", "guard_margin",

@@ -154,7 +154,7 @@ class LatencyLUT:
     The parameter term is there because blocks timed alone keep their weights in cache, while a
     whole network streams all of them once per call: on ONNX Runtime here the largest subnet
     cost 1.55x its block sum and the smallest 0.84x (the calibration timings in
-    assets/devices/this_cpu_onnxruntime_t1.json). ``fit_calibration`` keeps that term only
+    assets/devices/ofa_mbv3/this_cpu_onnxruntime_t1.json). ``fit_calibration`` keeps that term only
     when it lowers the leave-one-out error on the calibration subnets.
     """
 

@@ -52,7 +52,7 @@ def test_lut_calibrate_refit_reuses_the_stored_timings(tmp_path):
 
     repo = Path(__file__).resolve().parents[2]
     for f in ("this_cpu_tflite_t1.json", "this_cpu_tflite_t1.lut.txt"):
-        shutil.copy(repo / "assets" / "devices" / f, tmp_path / f)
+        shutil.copy(repo / "assets" / "devices" / "elastic_mfn" / f, tmp_path / f)
     cfg = load_config(overrides=[f"search.devices_dir={tmp_path}"], env={})
     stored = DeviceProfile.load(tmp_path / "this_cpu_tflite_t1.json").calibration
     refit = lut_calibrate(cfg, "this_cpu_tflite_t1", refit=True).calibration
@@ -81,5 +81,5 @@ def test_run_search_reuses_given_predictors_and_stays_in_budget(tmp_path, monkey
     res = ds.run_search(cfg, "this_cpu_tflite_t1", budget_rel=0.6, out_dir=str(tmp_path), methods=("nac_quickselect",),
                         export=False, progress=False, predictors=(bigger, None))
     assert len(res) == 1 and res[0]["predicted_latency_ms"] <= res[0]["budget_ms"]
-    saved = load_arch(tmp_path / f"this_cpu_tflite_t1_{res[0]['budget_ms']:.2f}ms.arch.json")
+    saved = load_arch(tmp_path / f"this_cpu_tflite_t1_{res[0]['budget_ms']:.2f}ms.arch.json", ds.search_space(cfg))
     assert saved == res[0]["arch"]
