@@ -374,6 +374,20 @@ def budget_for(cfg: Config, lut: LatencyLUT, budget_ms: float | None, budget_rel
                   margin=guard_margin(cfg, calibration))
 
 
+def check_feasible(budget, lut: LatencyLUT, space: StagedSpace, device: str) -> None:
+    """Refuse, with the figures, a budget under the smallest subnet's predicted latency (after the guard
+    band), instead of letting rejection sampling give up after thousands of draws."""
+    from .errors import BudgetInfeasibleError
+
+    limit = budget.latency_ms * (1.0 - budget.margin)
+    smallest, largest = lut.predict(space.smallest()), lut.predict(space.largest())
+    if smallest > limit:
+        raise BudgetInfeasibleError(
+            f"no subnet fits {budget.latency_ms:.2f} ms on {device}: the smallest subnet is predicted at "
+            f"{smallest:.2f} ms ({smallest / largest:.2f}x the largest) and the guard band "
+            f"({budget.margin:.1%}) leaves {limit:.2f} ms")
+
+
 def run_search(cfg: Config, device: str, budget_ms: float | None = None, budget_rel: float | None = None,
                reference: str | None = None, max_params: int | None = None, weights: str | None = None,
                out_dir: str = "results/search", methods: Sequence[str] = ("nac_quickselect", "mlp_sort", "random"),
@@ -394,6 +408,7 @@ def run_search(cfg: Config, device: str, budget_ms: float | None = None, budget_
     prof = load_profile(cfg, device)
     lut = profile_lut(prof, net)
     budget = budget_for(cfg, lut, budget_ms, budget_rel, reference, max_params, net.space, prof.calibration)
+    check_feasible(budget, lut, net.space, prof.name)
     nac, mlp = predictors if predictors is not None else fit_search_predictors(cfg, net.space)
     evo = EvolutionConfig(**cfg.get_path("search.evolution"))
     results = []
@@ -456,16 +471,21 @@ def calls_vs_population(cfg: Config, device: str, budget_rel: float = 0.6, gener
     return out
 
 
-def search_report(cfg: Config, devices: Sequence[str], budgets_rel: Sequence[float] = (0.4, 0.6),
+def search_report(cfg: Config, devices: Sequence[str], budgets_rel: Sequence[float] | None = None,
                   weights: str | None = None, out: str = "results/search.json") -> dict[str, Any]:
     """The paper-style table: per device and budget, each method's subnet with LFW test accuracy
     and measured latency; comparator calls vs population; a Pareto plot of the accuracy dataset.
-    The found subnets (arch JSON + exports) go to the folder named after ``out`` (results/search/)."""
+    The found subnets (arch JSON + exports) go to the folder named after ``out`` (results/search/).
+    Budgets (``search.report_budgets_rel`` by default) are fractions of the largest subnet's latency;
+    one that no subnet fits on a device is recorded under ``infeasible`` with the reason."""
     from .descriptor.data import load_bn_calibration
     from .descriptor.report import eval_subnet_on_test_folds
+    from .errors import BudgetInfeasibleError
+
+    budgets_rel = list(budgets_rel or cfg.get_path("search.report_budgets_rel"))
 
     commit = git_commit()   # before the plot (a tracked output) is written
-    runs = []
+    runs, infeasible = [], []
     metric = cfg.get_path("search.target_metric")
     net = _supernet(cfg, weights)
     calib = load_bn_calibration(cfg)
@@ -476,8 +496,14 @@ def search_report(cfg: Config, devices: Sequence[str], budgets_rel: Sequence[flo
         prof = load_profile(cfg, device)
         found = []
         for rel in budgets_rel:
-            for r in run_search(cfg, device, budget_rel=rel, weights=weights, progress=False, net=net,
-                                calibration_data=calib, predictors=predictors, out_dir=str(subnets_dir)):
+            try:
+                searched = run_search(cfg, device, budget_rel=rel, weights=weights, progress=False, net=net,
+                                      calibration_data=calib, predictors=predictors, out_dir=str(subnets_dir))
+            except BudgetInfeasibleError as exc:
+                print(f"{prof.name} at {rel:g}x: {exc}")
+                infeasible.append({"device": prof.name, "budget_rel": rel, "reason": str(exc)})
+                continue
+            for r in searched:
                 weights_file = Path(r["files"]["safetensors"])
                 test = eval_subnet_on_test_folds(cfg, weights_file.stem, weights_file)
                 found.append({**{k: r[k] for k in ("method", "backend", "device", "budget_ms", "guard_margin",
@@ -492,7 +518,8 @@ def search_report(cfg: Config, devices: Sequence[str], budgets_rel: Sequence[flo
     calls = calls_vs_population(cfg, devices[0], weights=weights, comparator=predictors[0])
     png = Path(out).with_name(Path(out).stem + "_pareto.png")   # results/search.json -> search_pareto.png
     _plot_pareto(cfg, devices[0], runs, png, weights)
-    figures = {"runs": runs, "calls_vs_population": calls, "pareto_png": str(png)}
+    figures = {"runs": runs, "infeasible": infeasible, "budgets_rel": budgets_rel,
+               "calls_vs_population": calls, "pareto_png": str(png)}
     write_result(out, figures, commit=commit)
     return figures
 

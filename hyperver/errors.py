@@ -59,5 +59,9 @@ class ConfigError(HyperVerError, ValueError):
     """A configuration file or value is missing, unknown or malformed."""
 
 
+class BudgetInfeasibleError(ConfigError):
+    """No subnet of the space fits a latency budget: even the smallest is predicted over it."""
+
+
 class ModelFileError(HyperVerError, ValueError):
     """A model file is missing, corrupt or of the wrong kind/version."""

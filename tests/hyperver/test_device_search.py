@@ -83,3 +83,16 @@ def test_run_search_reuses_given_predictors_and_stays_in_budget(tmp_path, monkey
     assert len(res) == 1 and res[0]["predicted_latency_ms"] <= res[0]["budget_ms"]
     saved = load_arch(tmp_path / f"this_cpu_tflite_t1_{res[0]['budget_ms']:.2f}ms.arch.json", ds.search_space(cfg))
     assert saved == res[0]["arch"]
+
+
+def test_a_budget_below_the_smallest_subnet_is_refused_with_its_figures(tmp_path):
+    """An infeasible budget fails at once, saying why (the report records it and goes on)."""
+    import hyperver.device_search as ds
+    from hyperver.config import load_config
+    from hyperver.errors import BudgetInfeasibleError
+
+    cfg = load_config(env={})
+    never = lambda *_a, **_k: (_ for _ in ()).throw(AssertionError("searched an infeasible budget"))  # noqa: E731
+    with pytest.raises(BudgetInfeasibleError, match=r"the smallest subnet is predicted at .* the largest\)"):
+        ds.run_search(cfg, "this_cpu_tflite_t1", budget_rel=0.05, out_dir=str(tmp_path), export=False,
+                      progress=False, predictors=(never, never))
