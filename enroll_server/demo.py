@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 STEPS = 8
 REPORTS = {"paradigm comparison": "results/paradigms.md", "per-user verifiers": "results/hypernet_lfw.json",
            "device search": "results/search.json", "SuperNet subnets": "results/supernet_subnets_lfw.json",
-           "LUT fidelity": "results/lut_fidelity.json", "server load": "results/server_load.json"}
+           "LUT fidelity": "results/lut_fidelity_mfn.json", "server load": "results/server_load.json"}
 
 
 class DemoError(HyperVerError):

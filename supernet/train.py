@@ -41,7 +41,10 @@ class Phase:
     sort_channels: bool = False             # OFA sorts expansion channels before elastic expand
     include_smallest: bool = False          # BigNAS sandwich rule: the smallest subnet in every step too
     largest_weight: float = 1.0             # the largest subnet's share of the step's loss relative to each
-                                            # other subnet's (>1 holds the largest near a seeded network)
+                                            # other subnet's (>1 holds the largest near a seeded network;
+                                            # 0 leaves it out of the step)
+    archs: Sequence[Mapping[str, Sequence[int]]] = ()   # fixed subnets trained in every step, e.g. a searched
+                                            # subnet fine-tuned in place (OFA fine-tunes what the search found)
 
     def choices(self, space) -> dict[str, Sequence[int]]:
         """The phase's allowed values per dimension: a list, "all" (the space's choices) or None (the largest)."""
@@ -169,6 +172,7 @@ class ProgressiveShrinkingTrainer:
             archs.append(space.smallest(**phase.choices(space)))
         for _ in range(phase.n_subnets):
             archs.append(space.sample(rng, **phase.choices(space)))
+        archs += [space.validate(a) for a in phase.archs]
         return archs
 
     def _install_sigint(self):
@@ -250,6 +254,8 @@ class ProgressiveShrinkingTrainer:
         weights = [float(phase.largest_weight)] + [1.0] * (len(archs) - 1)
         total_weight = sum(weights)
         for arch, weight in zip(archs, weights):
+            if weight == 0:
+                continue
             self.net.set_active(arch)
             image = batch["image"]
             if self.cfg.channels_last:
@@ -274,5 +280,7 @@ class ProgressiveShrinkingTrainer:
         record: dict[str, Any] = {"phase": phase.name, "step": self.state.global_step, "eval": {}}
         for name in self.cfg.eval_archs:
             record["eval"][name] = self.evaluate(self.net, named[name])
+        for i, arch in enumerate(phase.archs):   # the phase's fixed subnets are what it is for: always evaluated
+            record["eval"][f"arch_{i}"] = self.evaluate(self.net, space.validate(arch))
         self.state.history.append(record)
         self.log(json.dumps(record))

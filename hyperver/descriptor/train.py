@@ -73,6 +73,14 @@ DISTILL_TARGETS: dict[str, Callable[[torch.nn.Module, bool], Callable[[Iterator[
 }
 
 
+def _phase_archs_loaded(phase: dict[str, Any], space) -> dict[str, Any]:
+    """A phase's ``archs`` may name arch JSON files (e.g. a searched subnet); the trainer gets the archs."""
+    from supernet.space import load_arch
+
+    archs = [load_arch(a, space) if isinstance(a, str) else space.validate(a) for a in phase.get("archs") or ()]
+    return {**phase, "archs": archs}
+
+
 def build_trainer(cfg: Config, log=print) -> tuple[ProgressiveShrinkingTrainer, dict[str, Any]]:
     sc = cfg.get_path("supernet")
     torch.manual_seed(int(sc["seed"]))
@@ -105,7 +113,7 @@ def build_trainer(cfg: Config, log=print) -> tuple[ProgressiveShrinkingTrainer, 
                       n_images=int(sc["bn_images"]))
         log(f"largest subnet seeded with pretrained {sc['pretrained']!r}")
     loss = DistillArcFaceLoss(train.n_classes, embed_dim, train.teacher.mean(0), **sc["loss"])
-    phases = [Phase(**p) for p in sc["phases"]]
+    phases = [Phase(**_phase_archs_loaded(p, net.space)) for p in sc["phases"]]
     tcfg = TrainerConfig(phases=phases, optimizer=str(sc["optimizer"]),
                          weight_decay=float(sc["weight_decay"]),
                          warmup_steps=int(sc["warmup_steps"]), checkpoint_minutes=float(sc["checkpoint_minutes"]),

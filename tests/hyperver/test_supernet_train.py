@@ -164,3 +164,16 @@ def test_mobilefacenet_supernet_seeds_trains_and_continues_its_schedule_elsewher
         n.set_active(n.space.largest())   # a train step leaves the last sampled subnet active
     with torch.no_grad():
         assert torch.allclose(other.net.eval()(x), net.eval()(x), atol=5e-3)   # fp16 export
+
+
+def test_phase_archs_may_name_arch_files(tmp_path):
+    import numpy as np
+
+    from hyperver.descriptor.train import _phase_archs_loaded
+    from supernet.space import DEFAULT_SPACE as S
+    from supernet.space import save_arch
+
+    arch = S.sample(np.random.default_rng(4))
+    path = save_arch(arch, tmp_path / "found.arch.json", device="phone")
+    loaded = _phase_archs_loaded({"name": "ft", "epochs": 1, "lr": 1e-4, "archs": [str(path), arch]}, S)
+    assert loaded["archs"] == [S.validate(arch), S.validate(arch)] and loaded["name"] == "ft"

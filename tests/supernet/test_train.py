@@ -61,3 +61,28 @@ def test_largest_weight_sets_the_largest_subnets_share_of_the_step_loss():
     trainer._step_archs = lambda ph, rng: ProgressiveShrinkingTrainer._step_archs(trainer, ph, rng)
     ProgressiveShrinkingTrainer._train_step(trainer, phase, {"image": torch.zeros(1)})
     assert abs(float(param.grad) - (3 * 10.0 + 1.0 + 4.0) / 5) < 1e-6
+
+
+def test_a_phase_with_fixed_archs_trains_them_and_can_leave_the_largest_out():
+    """Fine-tuning a searched subnet in place: its arch in every step, the largest's weight 0 skips it."""
+    import torch
+
+    fixed = S.sample(np.random.default_rng(3))
+    phase = Phase(name="finetune", epochs=1, lr=0.0, largest_weight=0.0, archs=[fixed])
+    assert _archs(phase) == [S.largest(), S.validate(fixed)]
+    seen = []
+    param = torch.nn.Parameter(torch.ones(1))
+    net = SimpleNamespace(space=S, set_active=seen.append)
+    trainer = SimpleNamespace(
+        net=net, state=SimpleNamespace(global_step=0, step_in_phase=0),
+        cfg=SimpleNamespace(seed=0, channels_last=False, grad_clip=0.0),
+        lr_at=lambda ph, step: 0.0, optimizer=torch.optim.SGD([param], lr=0.0),
+        loss_fn=lambda emb, batch: (emb.sum(), {}))
+    model = lambda image: param * 2.0  # noqa: E731
+    model.train = lambda: None
+    trainer.model = model
+    trainer._step_archs = lambda ph, rng: ProgressiveShrinkingTrainer._step_archs(trainer, ph, rng)
+    ProgressiveShrinkingTrainer._train_step(trainer, phase, {"image": torch.zeros(1)})
+    assert seen == [S.validate(fixed)]                   # the largest never ran
+    assert abs(float(param.grad) - 2.0) < 1e-6           # the fixed subnet carries the whole step
+
