@@ -188,8 +188,9 @@ def run_comparison(cfg: Config, descriptor: str | None = None, generator: str | 
     from .hypernet.data import load_records_data
     from .hypernet.evaluate import backbone_config, f_cost, load_trained, validation_threshold
     from .hypernet.train import pair_logits
-    from .reporting import write_result
+    from .reporting import git_commit, write_result
 
+    commit = git_commit()   # the code that runs, before any tracked output is written
     cc = cfg.get_path("compare")
     if cc["threads"]:
         torch.set_num_threads(int(cc["threads"]))
@@ -306,7 +307,7 @@ def run_comparison(cfg: Config, descriptor: str | None = None, generator: str | 
     figures["cost_png"] = _plot_cost(curve, figures, out_path.with_name(out_path.stem + "_cost.png"))
     md_path = out_path.with_suffix(".md")
     figures["report_md"] = str(md_path)
-    written = write_result(out_path, figures)
+    written = write_result(out_path, figures, commit=commit)
     md_path.write_text(markdown_report(json.loads(written.read_text()), written))
     return figures
 
