@@ -38,10 +38,13 @@ def server_files(tmp_path_factory, data_root):
     root = tmp_path_factory.mktemp("server_files")
     cfg = load_config(env={})
     gen = build_generator(dict(cfg.get_path("hypernet")), 128)
-    # A fresh generator's per-user change starts near zero by design (users' models then differ
-    # by ~1e-5 in score); a larger output layer makes users' models differ clearly, as trained ones do.
+    # A fresh generator's per-user change starts near zero by design, and without a trained input
+    # mean two people's (uncentred, dlib) embeddings look alike to it: users' models then differ by
+    # ~1e-5-1e-4 in score. A larger output layer and per-parameter change make them differ clearly
+    # (~1e-3 and more), as trained ones do.
     with torch.no_grad():
         gen.out.weight.normal_(std=0.05, generator=torch.Generator().manual_seed(0))
+        gen.delta_scale.mul_(10.0)
     generator = save_generator(gen, root / "generator_untrained.safetensors", backbone="dlib")
     templates = tmp_path_factory.getbasetemp() / "f_templates"   # same path as tests/hyperver/device
     store = TemplateStore(templates)
