@@ -159,8 +159,9 @@ def run_ablation(cfg: Config, name: str, steps: int, work_dir: str | Path) -> di
     return row
 
 
-def collect(work_dir: str | Path, out: str | Path, command_for: Callable[[str], str]) -> dict[str, Any]:
-    """Gather the finished runs' result files into ``out``; its command lists how each row was made."""
+def collect(work_dir: str | Path, out: str | Path, command_for: Callable[[dict], str]) -> dict[str, Any]:
+    """Gather the finished runs' result files into ``out``; its command lists how each row was made
+    (``command_for(row)``: a row records its own step budget)."""
     from ..reporting import write_result
 
     rows = []
@@ -172,7 +173,7 @@ def collect(work_dir: str | Path, out: str | Path, command_for: Callable[[str], 
         raise ConfigError(f"no ablation results under {work_dir}; run some first")
     write_result(out, {"runs": rows, "protocol": "each run trains from scratch with the same step budget; "
                        "checkpoint picked on LFW set 5; accuracy etc. on LFW test folds 6-10 (one-way enrollment)"},
-                 command=" && ".join(command_for(r["name"]) for r in rows))
+                 command=" && ".join(command_for(r) for r in rows))
     return {"runs": rows}
 
 
@@ -207,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"restored": restore(args.out, args.work_dir)}))
     if args.collect:
         sets = "".join(f" --set {o}" for o in args.overrides)
-        print(json.dumps(collect(args.work_dir, args.out, lambda n: f"python -m hyperver.hypernet.ablations "
-                                 f"--config {args.config} --steps {args.steps}{sets} --only {n}"), indent=1))
+        print(json.dumps(collect(args.work_dir, args.out, lambda r: f"python -m hyperver.hypernet.ablations "
+                                 f"--config {args.config} --steps {r['steps']}{sets} --only {r['name']}"), indent=1))
         return 0
     if args.restore:
         return 0

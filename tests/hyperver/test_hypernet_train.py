@@ -213,7 +213,7 @@ def test_ablation_table_survives_a_fresh_work_folder(tmp_path):
     (work / "no_kcs" / "result.json").write_text(json.dumps({"name": "no_kcs", "accuracy": 0.73}))  # a new run wins
     assert restore(committed, work) == ["baseline", "no_kcs"]
     out = tmp_path / "out.json"
-    table = collect(work, out, lambda n: f"run {n}")
+    table = collect(work, out, lambda r: f"run {r['name']}")
     assert [(r["name"], r["accuracy"]) for r in table["runs"]] == [("baseline", 0.65), ("no_kcs", 0.73)]
     assert json.loads(out.read_text())["command"] == "run baseline && run no_kcs"
     committed.write_text(json.dumps({"runs": [{"name": "made_up"}]}))
