@@ -23,8 +23,9 @@ The levers of issue #17 (per-user verifiers that unlock), one change each on the
 - ``generator_lowrank``, ``generator_modulation``: theta = shared base + a rank-64 change / a
   per-channel modulation, instead of a change per parameter;
 - ``embedding_noise``: noise on the enrollment embedding while training (30 % of its centred norm);
-- ``refine``: ``baseline``'s trained generator, every enrollment refined at enrollment time
-  (``hypernet.refine``); run ``baseline`` first.
+- ``refine``: the shipped generator (``hypernet.generator_path``; ``_from`` may instead name a run
+  of this table), every one-way enrollment refined at enrollment time (``hypernet.refine``),
+  beside the same generator unrefined on the same pairs (``without_refine``).
 
 Runs are independent processes (so two can share the machine) and each writes its own
 result; ``--collect`` gathers them into ``results/hypernet_ablations.json``::
@@ -69,7 +70,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "generator_lowrank": {"generator": {"output": "lowrank", "rank": 64}},
     "generator_modulation": {"generator": {"output": "modulation"}},
     "embedding_noise": {"embedding_noise": 0.3},
-    "refine": {"_trainer": "refine", "_from": "baseline"},
+    "refine": {"_trainer": "refine", "_from": "shipped"},
 }
 
 
@@ -125,19 +126,25 @@ def _run_embedding_variant(cfg: Config, row: dict[str, Any], work: Path) -> dict
 
 # -- enrollment-time refinement of another run's generator ----------------------------------------
 def _run_refine_variant(cfg: Config, row: dict[str, Any], work: Path) -> dict[str, Any]:
-    """The trained generator of run ``row["_from"]``, evaluated with every enrollment refined (same pairs)."""
+    """A trained generator evaluated one-way with every enrollment refined, and without, on the
+    same pairs: ``row["_from"]`` is "shipped" (``hypernet.generator_path``) or a run of this table."""
     from .evaluate import evaluate_pairs, f_cost, load_trained
 
-    source_dir = work / row["_from"]
-    checkpoint = source_dir / "best.pt"
-    if not checkpoint.is_file():
-        raise ConfigError(f"{checkpoint} is missing: train {source_dir.name!r} first (--only {source_dir.name})")
+    if row["_from"] == "shipped":
+        source = Path(cfg.get_path("hypernet.generator_path"))
+        gen, meta = load_trained(generator=str(source))
+    else:
+        source = work / row["_from"] / "best.pt"
+        if not source.is_file():
+            raise ConfigError(f"{source} is missing: train {row['_from']!r} first (--only {row['_from']})")
+        gen, meta = load_trained(checkpoint=str(source))
     torch.set_num_threads(1)   # the refinement budget is per enrollment on one core
     t0 = time.time()
-    gen, _ = load_trained(checkpoint=checkpoint)
-    res = evaluate_pairs(cfg, gen, cfg.get_path("hypernet.backbone"), refine={})
-    return {**f_cost(gen.spec), "eval_seconds": time.time() - t0, "source_run": source_dir.name,
-            "test": res["hypernet"], "test_symmetric": res["hypernet_symmetric"]}
+    plain = evaluate_pairs(cfg, gen, meta["backbone"], both_ways=False)
+    res = evaluate_pairs(cfg, gen, meta["backbone"], refine={}, both_ways=False)
+    return {**f_cost(gen.spec), "eval_seconds": time.time() - t0, "source": str(source),
+            "source_backbone": meta["backbone"], "refinement": res["refine"]["ab"],
+            "without_refine": plain["hypernet"], "test": res["hypernet"]}
 
 
 # row["_trainer"] -> how a row is made: (variant config, the row, the work folder) -> result

@@ -14,7 +14,7 @@ from .train import pair_logits
 
 
 def pair_scores_on_folds(cfg: Config, gen: WeightGenerator, backbone: str, folds: str = "6-10",
-                         refine: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+                         refine: Mapping[str, Any] | None = None, both_ways: bool = True) -> dict[str, np.ndarray]:
     """Scores of the LFW pairs of ``folds``: one-way (enroll a, score b), the reverse, and the
     descriptor's cosine; with the labels and each pair's fold.
 
@@ -27,11 +27,11 @@ def pair_scores_on_folds(cfg: Config, gen: WeightGenerator, backbone: str, folds
     records = split.records_of_sets(fold_ids)
     settings, bank = {}, None
     if refine is not None:
-        from .refine import NegativeBank, bank_path, refine_settings, refined_pair_logits
+        from .refine import load_or_build_bank, refine_settings, refined_pair_logits
 
         settings = dict(refine)
         bank = settings.pop("bank", None)
-        bank = NegativeBank.load(bank_path(cfg)) if bank is None else bank
+        bank = load_or_build_bank(cfg, gen.spec.input_size) if bank is None else bank
         settings = {**refine_settings(cfg), **settings}
     # Refinement grades the bank's negatives by its teacher's cosines: the probes carry that teacher's embeddings.
     data = load_records_data(cfg, "lfw", records, backbone, gen.spec.input_size,
@@ -44,24 +44,29 @@ def pair_scores_on_folds(cfg: Config, gen: WeightGenerator, backbone: str, folds
     out = {"cosine": np.sum(emb[a] * emb[b], axis=1), "same": np.array([p.same for p in pairs]),
            "fold": np.array([p.fold for p in pairs])}
     if bank is None:
-        return {"ab": pair_logits(gen, data, a, b), "ba": pair_logits(gen, data, b, a), **out}
+        out["ab"] = pair_logits(gen, data, a, b)
+        if both_ways:
+            out["ba"] = pair_logits(gen, data, b, a)
+        return out
     out["ab"], out["refine_ab"] = refined_pair_logits(gen, data, a, b, bank, settings)
-    out["ba"], out["refine_ba"] = refined_pair_logits(gen, data, b, a, bank, settings)
+    if both_ways:
+        out["ba"], out["refine_ba"] = refined_pair_logits(gen, data, b, a, bank, settings)
     return out
 
 
 def evaluate_pairs(cfg: Config, gen: WeightGenerator, backbone: str, folds: str = "6-10",
-                   refine: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """One-way (enroll a, score b), symmetric (mean of both ways) and descriptor cosine on the folds;
-    ``refine``: see ``pair_scores_on_folds`` (default off)."""
-    s = pair_scores_on_folds(cfg, gen, backbone, folds, refine)
-    ab, ba, cosine, same, fold = s["ab"], s["ba"], s["cosine"], s["same"], s["fold"]
-    out = {}
-    for name, scores in (("hypernet", ab), ("hypernet_symmetric", (ab + ba) / 2), ("descriptor", cosine)):
-        out[name] = kfold_verification(scores, same, fold).summary()
-    out["_scores"] = {"hypernet": ab, "hypernet_symmetric": (ab + ba) / 2, "descriptor": cosine, "same": same}
+                   refine: Mapping[str, Any] | None = None, both_ways: bool = True) -> dict[str, Any]:
+    """One-way (enroll a, score b), symmetric (mean of both ways; not with ``both_ways`` False) and
+    descriptor cosine on the folds; ``refine``: see ``pair_scores_on_folds`` (default off)."""
+    s = pair_scores_on_folds(cfg, gen, backbone, folds, refine, both_ways)
+    ab, cosine, same, fold = s["ab"], s["cosine"], s["same"], s["fold"]
+    rows = {"hypernet": ab, "descriptor": cosine}
+    if both_ways:
+        rows["hypernet_symmetric"] = (ab + s["ba"]) / 2
+    out = {name: kfold_verification(scores, same, fold).summary() for name, scores in rows.items()}
+    out["_scores"] = {**rows, "same": same}
     if "refine_ab" in s:
-        out["refine"] = {"ab": s["refine_ab"], "ba": s["refine_ba"]}
+        out["refine"] = {k: s[f"refine_{k}"] for k in ("ab", "ba") if f"refine_{k}" in s}
     return out
 
 

@@ -128,16 +128,17 @@ def test_ablation_variants_change_only_what_their_name_says(tmp_path):
     assert _variant_config(cfg, "backbone_mobilefacenet", 600, tmp_path).get_path("hypernet.backbone") == "mobilefacenet"
 
 
-def test_refine_row_needs_its_source_run(tmp_path):
+def test_refine_row_needs_its_source_run(tmp_path, monkeypatch):
     import pytest
 
     from hyperver.config import load_config
     from hyperver.errors import ConfigError
-    from hyperver.hypernet.ablations import ABLATIONS, run_ablation
+    from hyperver.hypernet import ablations
 
-    assert ABLATIONS["refine"]["_from"] in ABLATIONS
+    assert ablations.ABLATIONS["refine"]["_from"] == "shipped"   # the configured generator file
+    monkeypatch.setitem(ablations.ABLATIONS, "refine", {"_trainer": "refine", "_from": "baseline"})
     with pytest.raises(ConfigError, match="train 'baseline' first"):
-        run_ablation(load_config("configs/hypernet_cpu.yaml", env={}), "refine", 10, tmp_path)
+        ablations.run_ablation(load_config("configs/hypernet_cpu.yaml", env={}), "refine", 10, tmp_path)
 
 
 def test_embedding_noise_scales_with_the_centred_norm_and_is_off_at_zero():
