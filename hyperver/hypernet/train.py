@@ -154,6 +154,26 @@ class HypernetTrainer:
                 raise ValueError(f"{name}: got {tuple(t.shape)}, f needs {shape}")
             self.gen.theta_base[a:b] = t.flatten()
 
+    @torch.no_grad()
+    def init_theta_base(self, path: str | Path) -> None:
+        """Start theta_base (f's shared weights) from another run's: a training checkpoint (.pt)
+        or an exported generator file. theta_base does not depend on h_bb, so a run on another
+        backbone (or generator output) can start from a body that earlier training already shaped."""
+        from .model_io import load_generator
+
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"hypernet.init_theta_base: {path} does not exist")
+        if path.suffix == ".pt":
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            spec, theta = VerifierSpec.from_dict(json.loads(ckpt["spec"])), ckpt["generator"]["theta_base"]
+        else:
+            src, _ = load_generator(path)
+            spec, theta = src.spec, src.theta_base.detach()
+        if spec.to_dict() != self.spec.to_dict():
+            raise ConfigError(f"hypernet.init_theta_base: {path} holds f {spec.version}, this run trains {self.spec.version}")
+        self.gen.theta_base.copy_(theta.float())
+
     def init_from_generator(self, path: str | Path) -> None:
         """Copy an exported generator's weights; it must have this run's f layout and generator shape."""
         from .model_io import load_generator
@@ -347,6 +367,11 @@ def run_hypernet_training(cfg: Config, resume: bool = False, max_minutes: float 
         trainer.init_from_generator(init_from)
         trainer.state.history.append({"step": 0, "init_from": str(init_from)})
         print(f"initialised from {init_from}")
+    elif cfg.get_path("hypernet.init_theta_base"):
+        source = cfg.get_path("hypernet.init_theta_base")
+        trainer.init_theta_base(source)
+        trainer.state.history.append({"step": 0, "init_theta_base": str(source)})
+        print(f"theta_base from {source}")
     else:
         pre = cfg.get_path("hypernet.pretrain_body")
         if int(pre["steps"]) > 0:

@@ -80,6 +80,23 @@ def test_train_checkpoints_refuses_overwrite_resumes_and_reloads(tmp_path, data_
     assert f"initialised from {exported}" in r.stdout
     history = json.loads((tmp_path / "warm" / "history.json").read_text())
     assert history[0] == {"step": 0, "init_from": str(exported)} and not any("pretrain" in h for h in history)
+    # init_theta_base: f's shared weights from a checkpoint, under another generator output (theta_base
+    # does not depend on h_gen's shape or h_bb); the other weights start fresh
+    seeded = tmp_path / "seeded.yaml"
+    seeded.write_text(TINY.format(ckpt=tmp_path / "seeded", steps=1).replace(
+        "delta_scale: 0.1}", "delta_scale: 0.1, output: lowrank, rank: 4}")
+        + f"  init_theta_base: {tmp_path / 'ckpt' / 'best.pt'}\n")
+    r = _run(["hypernet-train", "--config", str(seeded)], tmp_path, data_root)
+    assert r.returncode == 0, r.stderr[-2000:]
+    history = json.loads((tmp_path / "seeded" / "history.json").read_text())
+    assert history[0] == {"step": 0, "init_theta_base": str(tmp_path / "ckpt" / "best.pt")}
+    assert not any("pretrain" in h for h in history)
+    # a theta_base of another f layout is refused with the reason
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.format(ckpt=tmp_path / "bad", steps=1).replace("hidden: 8}", "hidden: 12}")
+                   + f"  init_theta_base: {tmp_path / 'ckpt' / 'best.pt'}\n")
+    r = _run(["hypernet-train", "--config", str(bad)], tmp_path, data_root)
+    assert r.returncode == 2 and "init_theta_base" in r.stderr and "this run trains" in r.stderr, r.stderr[-2000:]
     # a generator for another f layout is refused with the reason
     other = tmp_path / "other.yaml"
     other.write_text(TINY.format(ckpt=tmp_path / "other", steps=2).replace("hidden: 8}", "hidden: 12}"))
