@@ -152,13 +152,15 @@ TRAINERS: dict[str, Callable[[Config, dict[str, Any], Path], dict[str, Any]]] = 
     "hypernet": _run_hypernet_variant, "embedding": _run_embedding_variant, "refine": _run_refine_variant}
 
 
-def run_ablation(cfg: Config, name: str, steps: int, work_dir: str | Path) -> dict[str, Any]:
+def run_ablation(cfg: Config, name: str, steps: int, work_dir: str | Path, sets: list[str] | None = None) -> dict[str, Any]:
+    """Train and score one row; ``sets`` (the ``--set`` overrides ``cfg`` was loaded with) are recorded
+    in the row, so the collected table's command reproduces each row as it was run."""
     if name not in ABLATIONS:
         raise ConfigError(f"unknown ablation {name!r}; known: {sorted(ABLATIONS)}")
     work = Path(work_dir)
     vcfg = _variant_config(cfg, name, steps, work)
     result = TRAINERS[ABLATIONS[name].get("_trainer", "hypernet")](vcfg, ABLATIONS[name], work)
-    row = {"name": name, "steps": steps, "overrides": {k: v for k, v in ABLATIONS[name].items()},
+    row = {"name": name, "steps": steps, "sets": list(sets or []), "overrides": {k: v for k, v in ABLATIONS[name].items()},
            **{k: result["test"][k] for k in ("accuracy", "accuracy_std", "val_at_far_1e3", "auc", "eer")},
            **{k: v for k, v in result.items() if k != "test"}}
     (work / name).mkdir(parents=True, exist_ok=True)
@@ -168,7 +170,7 @@ def run_ablation(cfg: Config, name: str, steps: int, work_dir: str | Path) -> di
 
 def collect(work_dir: str | Path, out: str | Path, command_for: Callable[[dict], str]) -> dict[str, Any]:
     """Gather the finished runs' result files into ``out``; its command lists how each row was made
-    (``command_for(row)``: a row records its own step budget)."""
+    (``command_for(row)``: a row records its own step budget and ``--set`` overrides)."""
     from ..reporting import write_result
 
     rows = []
@@ -214,14 +216,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.restore:
         print(json.dumps({"restored": restore(args.out, args.work_dir)}))
     if args.collect:
-        sets = "".join(f" --set {o}" for o in args.overrides)
-        print(json.dumps(collect(args.work_dir, args.out, lambda r: f"python -m hyperver.hypernet.ablations "
-                                 f"--config {args.config} --steps {r['steps']}{sets} --only {r['name']}"), indent=1))
+        def command_for(row: dict) -> str:
+            # rows written before they recorded their overrides take this invocation's --set
+            sets = "".join(f" --set {o}" for o in row.get("sets", args.overrides))
+            return (f"python -m hyperver.hypernet.ablations --config {args.config} --steps {row['steps']}{sets} "
+                    f"--only {row['name']}")
+
+        print(json.dumps(collect(args.work_dir, args.out, command_for), indent=1))
         return 0
     if args.restore:
         return 0
     for name in args.only:
-        print(json.dumps(run_ablation(cfg, name, args.steps, args.work_dir)))
+        print(json.dumps(run_ablation(cfg, name, args.steps, args.work_dir, args.overrides)))
     return 0
 
 

@@ -237,3 +237,19 @@ def test_ablation_table_survives_a_fresh_work_folder(tmp_path):
     committed.write_text(json.dumps({"runs": [{"name": "made_up"}]}))
     with pytest.raises(ConfigError, match="made_up"):
         restore(committed, work)
+
+
+def test_collected_command_gives_each_row_its_own_steps_and_overrides(tmp_path):
+    from hyperver.hypernet.ablations import main
+
+    work = tmp_path / "work"
+    for name, row in {"baseline": {"steps": 800}, "no_kcs": {"steps": 400, "sets": ["hypernet.seed=1"]}}.items():
+        (work / name).mkdir(parents=True)
+        (work / name / "result.json").write_text(json.dumps({"name": name, **row}))
+    out = tmp_path / "out.json"
+    assert main(["--config", "configs/hypernet_cpu.yaml", "--work-dir", str(work), "--out", str(out), "--collect",
+                 "--set", "hypernet.pretrain_body.steps=800"]) == 0
+    first, second = json.loads(out.read_text())["command"].split(" && ")
+    # a row without recorded overrides (written before rows recorded them) takes the invocation's --set
+    assert first.endswith("--steps 800 --set hypernet.pretrain_body.steps=800 --only baseline")
+    assert second.endswith("--steps 400 --set hypernet.seed=1 --only no_kcs")
