@@ -7,6 +7,9 @@ drawn first and the enrollment photos from the rest, so all (n, k) rows score th
 differ only in what they vary. Genuine trials: each person's verifier on their own probes;
 impostor trials: each verifier on every other person's probes (U x (U - 1)). The descriptor row
 does the same with cosines (mean enrollment embedding vs mean probe embedding), as a reference.
+With ``refine`` (``hypernet.multi_shot.refine``), each person's generated theta is also refined on all
+n enrollment photos (``hyperver.hypernet.refine``: they are the positives, with augmented views) and
+scored as ``hypernet_refined`` on the same probes.
 """
 from __future__ import annotations
 
@@ -60,9 +63,12 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def multi_shot_rows(cfg: Config, gen: WeightGenerator, backbone: str, folds: str = "6-10",
                     shots: Sequence[int] = (1, 3, 5), probes: Sequence[int] = (1, 3), seed: int = 0,
-                    limit_people: int | None = None, impl: str = "stacked") -> list[dict[str, Any]]:
+                    limit_people: int | None = None, impl: str = "stacked",
+                    refine: bool | dict[str, Any] = False) -> list[dict[str, Any]]:
     """One row per (shots, probes): AUC, EER and TAR at FAR 1e-3 (threshold on these trials' own
-    impostors, as VAL@1e-3 elsewhere) for the per-user verifiers and the descriptor."""
+    impostors, as VAL@1e-3 elsewhere) for the per-user verifiers and the descriptor; ``refine``
+    (True: ``hypernet.refine``'s settings and bank; a dict overrides them, its ``bank`` a NegativeBank) adds
+    ``hypernet_refined``."""
     if min(shots) < 1 or min(probes) < 1:
         raise ValueError(f"shots and probes must be >= 1, got {list(shots)} and {list(probes)}")
     split = LFWSplit(open_dataset(cfg, "lfw"))
@@ -72,7 +78,17 @@ def multi_shot_rows(cfg: Config, gen: WeightGenerator, backbone: str, folds: str
         raise ValueError(f"only {len(people)} people of LFW sets {folds} have {max(shots) + max(probes)} images")
     used = sorted({i for p in people for i in probe_idx[p] + enroll_idx[p]})
     row_of = {i: r for r, i in enumerate(used)}
-    data = load_records_data(cfg, "lfw", [records[i] for i in used], backbone, gen.spec.input_size)
+    bank, settings = None, {}
+    if refine:
+        from .refine import load_or_build_bank, refine_settings, warm_up
+
+        overrides = dict(refine) if isinstance(refine, dict) else {}
+        bank = overrides.pop("bank", None) or load_or_build_bank(cfg, gen.spec.input_size)
+        settings = {**refine_settings(cfg), **overrides}
+        warm_up(gen.spec, bank)
+    # refinement grades the bank's negatives by its teacher's cosines: the photos carry that teacher's embeddings
+    data = load_records_data(cfg, "lfw", [records[i] for i in used], backbone, gen.spec.input_size,
+                             **({"teacher": bank.teacher} if bank is not None else {}))
     emb = data.backbone.float()
     k_max = max(probes)
     probe_rows = [row_of[i] for p in people for i in probe_idx[p]]            # person-major, k_max each
@@ -82,12 +98,29 @@ def multi_shot_rows(cfg: Config, gen: WeightGenerator, backbone: str, folds: str
     out = []
     for n in shots:
         enrolled = _unit(torch.stack([emb[[row_of[i] for i in enroll_idx[p][:n]]].mean(0) for p in people]))
-        logits = score_matrix(gen.spec, gen(enrolled), x, impl, chunk=16)     # (U, U * k_max); chunks bound memory
+        thetas = gen(enrolled)
+        logits = score_matrix(gen.spec, thetas, x, impl, chunk=16)     # (U, U * k_max); chunks bound memory
         logits = logits.reshape(len(people), len(people), k_max)
+        refined, seconds = None, []
+        if bank is not None:
+            from .refine import refine_theta
+
+            new = []
+            for j, p in enumerate(people):
+                rows = [row_of[i] for i in enroll_idx[p][:n]]
+                teacher = _unit(data.teacher[rows].float().mean(0)).numpy()
+                theta, stats = refine_theta(gen.spec, thetas[j], data.images[rows].numpy(), teacher, bank, **settings)
+                new.append(theta)
+                seconds.append(stats["seconds"])
+            refined = score_matrix(gen.spec, torch.stack(new), x, impl, chunk=16).reshape(len(people), len(people), k_max)
         for k in probes:
             hyper = logits[:, :, :k].mean(-1).numpy()
             desc = (enrolled @ _unit(probe_emb[:, :k].mean(1)).T).numpy()
-            out.append({"shots": int(n), "probes": int(k), "people": len(people), "genuine": len(people),
-                        "impostor": len(people) * (len(people) - 1),
-                        "hypernet": _metrics(hyper), "descriptor": _metrics(desc)})
+            row = {"shots": int(n), "probes": int(k), "people": len(people), "genuine": len(people),
+                   "impostor": len(people) * (len(people) - 1),
+                   "hypernet": _metrics(hyper), "descriptor": _metrics(desc)}
+            if refined is not None:
+                row["hypernet_refined"] = {**_metrics(refined[:, :, :k].mean(-1).numpy()),
+                                           "median_refine_s": float(np.median(seconds))}
+            out.append(row)
     return out

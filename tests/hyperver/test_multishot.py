@@ -37,3 +37,24 @@ def test_rows_for_each_shots_and_probes_on_real_people(cfg):
         assert r["hypernet"]["auc"] > 0.5            # the shipped verifiers are better than chance
     with pytest.raises(ValueError, match=">= 1"):
         multi_shot_rows(cfg, gen, meta["backbone"], shots=(0,), probes=(1,))
+
+
+def test_refined_rows_score_the_same_probes(cfg):
+    import numpy as np
+
+    from hyperver.hypernet.model_io import load_generator
+    from hyperver.hypernet.refine import NegativeBank
+
+    gen, meta = load_generator(REPO / cfg.get_path("hypernet.generator_path"))
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(6, 128)).astype(np.float32)
+    bank = NegativeBank(rng.integers(0, 256, (6, gen.spec.input_size, gen.spec.input_size, 3), dtype=np.uint8),
+                        emb / np.linalg.norm(emb, axis=1, keepdims=True), np.zeros(128, np.float32),
+                        np.array([f"lfw_train:p{i}" for i in range(6)]), "dlib", ("lfw_train",))
+    tiny = {"bank": bank, "steps": 2, "negatives": 4, "views": 2, "time_budget_s": None}
+    plain = multi_shot_rows(cfg, gen, meta["backbone"], shots=(2,), probes=(1,), limit_people=4)
+    rows = multi_shot_rows(cfg, gen, meta["backbone"], shots=(2,), probes=(1,), limit_people=4, refine=tiny)
+    assert rows[0]["hypernet"] == plain[0]["hypernet"]                  # unrefined scores unchanged
+    refined = rows[0]["hypernet_refined"]
+    assert 0.0 <= refined["auc"] <= 1.0 and refined["median_refine_s"] > 0
+    assert "hypernet_refined" not in plain[0]
