@@ -338,8 +338,10 @@ def refined_pair_logits(gen, data, enroll: np.ndarray, probe: np.ndarray, bank: 
     distinct, where = np.unique(np.asarray(enroll), return_inverse=True)
     with torch.no_grad():
         theta0 = gen(data.backbone[distinct])
+    from tqdm import tqdm
+
     refined, seconds, steps_done = [], [], []
-    for row, index in enumerate(distinct):
+    for row, index in enumerate(tqdm(distinct, desc="refine enrollments", leave=False)):
         theta, stats = refine_theta(gen.spec, theta0[row], data.images[index].numpy(),
                                     data.teacher[index].numpy(), bank, **settings)
         refined.append(theta)
