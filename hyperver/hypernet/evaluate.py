@@ -27,12 +27,9 @@ def pair_scores_on_folds(cfg: Config, gen: WeightGenerator, backbone: str, folds
     records = split.records_of_sets(fold_ids)
     settings, bank = {}, None
     if refine is not None:
-        from .refine import load_or_build_bank, refine_settings, refined_pair_logits
+        from .refine import refined_pair_logits, refinement_setup
 
-        settings = dict(refine)
-        bank = settings.pop("bank", None)
-        bank = load_or_build_bank(cfg, gen.spec.input_size) if bank is None else bank
-        settings = {**refine_settings(cfg), **settings}
+        bank, settings = refinement_setup(cfg, gen.spec.input_size, refine)
     # Refinement grades the bank's negatives by its teacher's cosines: the probes carry that teacher's embeddings.
     data = load_records_data(cfg, "lfw", records, backbone, gen.spec.input_size,
                              teacher=bank.teacher if bank is not None else "dlib")

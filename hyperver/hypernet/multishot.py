@@ -80,11 +80,9 @@ def multi_shot_rows(cfg: Config, gen: WeightGenerator, backbone: str, folds: str
     row_of = {i: r for r, i in enumerate(used)}
     bank, settings = None, {}
     if refine:
-        from .refine import load_or_build_bank, refine_settings, warm_up
+        from .refine import refinement_setup, warm_up
 
-        overrides = dict(refine) if isinstance(refine, dict) else {}
-        bank = overrides.pop("bank", None) or load_or_build_bank(cfg, gen.spec.input_size)
-        settings = {**refine_settings(cfg), **overrides}
+        bank, settings = refinement_setup(cfg, gen.spec.input_size, refine)
         warm_up(gen.spec, bank)
     # refinement grades the bank's negatives by its teacher's cosines: the photos carry that teacher's embeddings
     data = load_records_data(cfg, "lfw", [records[i] for i in used], backbone, gen.spec.input_size,

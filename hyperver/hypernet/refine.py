@@ -325,6 +325,16 @@ def refine_settings(cfg: Config) -> dict[str, Any]:
     return {k: rc[k] for k in keys if k in rc}
 
 
+def refinement_setup(cfg: Config, input_size: int, refine: Mapping[str, Any] | bool) -> tuple[NegativeBank, dict[str, Any]]:
+    """(bank, refine_theta keyword arguments) for an evaluation's ``refine`` option: True or ``{}`` for
+    ``hypernet.refine``'s settings and bank (built on first use), or a dict that overrides them, whose
+    ``bank`` (a NegativeBank) replaces the configured one."""
+    overrides = dict(refine) if isinstance(refine, Mapping) else {}
+    bank = overrides.pop("bank", None)
+    bank = load_or_build_bank(cfg, input_size) if bank is None else bank
+    return bank, {**refine_settings(cfg), **overrides}
+
+
 def refined_pair_logits(gen, data, enroll: np.ndarray, probe: np.ndarray, bank: NegativeBank,
                         settings: Mapping[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Like ``train.pair_logits`` (enroll from image ``enroll[i]``, score ``probe[i]``) with every

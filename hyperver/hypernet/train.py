@@ -159,20 +159,16 @@ class HypernetTrainer:
         """Start theta_base (f's shared weights) from another run's: a training checkpoint (.pt)
         or an exported generator file. theta_base does not depend on h_bb, so a run on another
         backbone (or generator output) can start from a body that earlier training already shaped."""
-        from .model_io import load_generator
+        from .evaluate import load_trained
 
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"hypernet.init_theta_base: {path} does not exist")
-        if path.suffix == ".pt":
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-            spec, theta = VerifierSpec.from_dict(json.loads(ckpt["spec"])), ckpt["generator"]["theta_base"]
-        else:
-            src, _ = load_generator(path)
-            spec, theta = src.spec, src.theta_base.detach()
-        if spec.to_dict() != self.spec.to_dict():
-            raise ConfigError(f"hypernet.init_theta_base: {path} holds f {spec.version}, this run trains {self.spec.version}")
-        self.gen.theta_base.copy_(theta.float())
+        src, _ = load_trained(**({"checkpoint": str(path)} if path.suffix == ".pt" else {"generator": str(path)}))
+        if src.spec.to_dict() != self.spec.to_dict():
+            raise ConfigError(f"hypernet.init_theta_base: {path} holds f {src.spec.version}, "
+                              f"this run trains {self.spec.version}")
+        self.gen.theta_base.copy_(src.theta_base.detach().float())
 
     def init_from_generator(self, path: str | Path) -> None:
         """Copy an exported generator's weights; it must have this run's f layout and generator shape."""
