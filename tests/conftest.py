@@ -10,6 +10,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def shipped_generator() -> Path:
+    """The generator enrollment uses by default (hypernet.generator_path of the base config), so tests
+    about "the shipped generator" follow a switch of it."""
+    from hyperver.config import load_config
+
+    return REPO / load_config(env={}).get_path("hypernet.generator_path")
+
+
 def _data_root() -> Path:
     return Path(os.environ.get("HYPERVER_DATA", REPO.parent / "shared" / "data")).resolve()
 

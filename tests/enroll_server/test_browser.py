@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.enroll_server.conftest import API_KEY, REPO, jpeg_bytes
+from tests.conftest import shipped_generator
+from tests.enroll_server.conftest import API_KEY, jpeg_bytes
 
-GENERATOR = REPO / "assets" / "hypernet" / "generator_cpu.safetensors"
+GENERATOR = shipped_generator()
 CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
                   "--disable-dev-shm-usage", "--window-size=1280,1000",

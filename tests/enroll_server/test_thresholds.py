@@ -141,8 +141,8 @@ def test_unlock_far_off_and_bad_values(server_files, tmp_path):
 def test_the_shipped_generator_stores_a_far_1e2_threshold():
     """The README's browser section relies on it (`hyperver hypernet-threshold --far 0.01` wrote it)."""
     from hyperver.hypernet.model_io import load_generator, stored_threshold
-    from tests.enroll_server.conftest import REPO
+    from tests.conftest import shipped_generator
 
-    meta = load_generator(REPO / "assets" / "hypernet" / "generator_cpu.safetensors")[1]
+    meta = load_generator(shipped_generator())[1]
     low, high = stored_threshold(meta, 1e-2), stored_threshold(meta, 1e-3)
     assert low is not None and high is not None and low < high == meta["threshold"]

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-GENERATOR = REPO / "assets/hypernet/generator_cpu.safetensors"
+from tests.conftest import shipped_generator
+
+GENERATOR = shipped_generator()
 
 
 @pytest.fixture(scope="module")
