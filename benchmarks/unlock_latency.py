@@ -174,7 +174,8 @@ def main() -> None:
     store = TemplateStore(cfg.template_dir)   # under cache.root
     signer = Signer.generate()
     with torch.no_grad():
-        emb = torch.nn.functional.normalize(torch.randn(1, 128, generator=torch.Generator().manual_seed(0)), dim=1)
+        emb = torch.randn(1, gen.embed_dim, generator=torch.Generator().manual_seed(0))
+        emb = torch.nn.functional.normalize(emb, dim=1)   # any h_bb's width (dlib 128, MobileFaceNet 192)
         theta = gen(emb)[0].numpy()
 
     artifacts = {p: build_artifact(store.get(gen.spec, "tflite", p), theta, 0.0, signer) for p in PRECISIONS}
