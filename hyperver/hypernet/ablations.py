@@ -168,9 +168,47 @@ def run_ablation(cfg: Config, name: str, steps: int, work_dir: str | Path, sets:
     return row
 
 
+def plot_ablations(rows: list[dict[str, Any]], path: str | Path) -> str:
+    """One bar per row: LFW test-fold accuracy (one-way, with the fold std) and, where the row has it, the
+    set-5 AUC that chose its checkpoint; the baseline's accuracy as a line, so each lever reads against it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["name"] for r in rows]
+    # a row built on a trained generator (refine) is not an 800-step run: say which file it started from
+    labels = [f"{r['name']} ({Path(r['source']).name})" if r.get("source") else r["name"] for r in rows]
+    acc = [100 * float(r.get("accuracy", float("nan"))) for r in rows]
+    std = [100 * float(r.get("accuracy_std", 0.0) or 0.0) for r in rows]
+    val = [float(r["best_val_auc"]) if r.get("best_val_auc") is not None else float("nan") for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 0.38 * len(rows) + 1.6), dpi=110, sharey=True)
+    y = list(range(len(rows)))
+    left.barh(y, acc, xerr=std, color="tab:blue", alpha=0.8)
+    base = next((a for n, a in zip(names, acc) if n == "baseline"), None)
+    if base is not None:
+        left.axvline(base, color="k", lw=0.8, ls="--", label=f"baseline {base:.1f} %")
+        left.legend(loc="lower right", fontsize=8)
+    left.set_xlim(50, 100)
+    left.set_xlabel("LFW test folds 6-10, one-way accuracy (%)")
+    right.barh(y, val, color="tab:orange", alpha=0.8)
+    right.set_xlim(0.5, 1.0)
+    right.set_xlabel("LFW set 5 AUC (checkpoint choice; blank: no hypernet training)")
+    left.set_yticks(y, labels, fontsize=8)
+    left.invert_yaxis()
+    for ax in (left, right):
+        ax.grid(True, axis="x", alpha=0.3)
+    fig.suptitle("Per-user verifier ablations (each row one change, same budget)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return str(path)
+
+
 def collect(work_dir: str | Path, out: str | Path, command_for: Callable[[dict], str]) -> dict[str, Any]:
-    """Gather the finished runs' result files into ``out``; its command lists how each row was made
-    (``command_for(row)``: a row records its own step budget and ``--set`` overrides)."""
+    """Gather the finished runs' result files into ``out`` (and a bar chart next to it, ``.png``); its
+    command lists how each row was made (``command_for(row)``: a row records its own step budget and
+    ``--set`` overrides)."""
     from ..reporting import write_result
 
     rows = []
@@ -180,7 +218,8 @@ def collect(work_dir: str | Path, out: str | Path, command_for: Callable[[dict],
             rows.append(json.loads(p.read_text()))
     if not rows:
         raise ConfigError(f"no ablation results under {work_dir}; run some first")
-    write_result(out, {"runs": rows, "protocol": "each run trains from scratch with the same step budget; "
+    png = plot_ablations(rows, Path(out).with_suffix(".png"))
+    write_result(out, {"runs": rows, "png": png, "protocol": "each run trains from scratch with the same step budget; "
                        "checkpoint picked on LFW set 5; accuracy etc. on LFW test folds 6-10 (one-way enrollment)"},
                  command=" && ".join(command_for(r) for r in rows))
     return {"runs": rows}

@@ -234,6 +234,7 @@ def test_ablation_table_survives_a_fresh_work_folder(tmp_path):
     table = collect(work, out, lambda r: f"run {r['name']}")
     assert [(r["name"], r["accuracy"]) for r in table["runs"]] == [("baseline", 0.65), ("no_kcs", 0.73)]
     assert json.loads(out.read_text())["command"] == "run baseline && run no_kcs"
+    assert out.with_suffix(".png").stat().st_size > 10_000          # the bar chart beside the table
     committed.write_text(json.dumps({"runs": [{"name": "made_up"}]}))
     with pytest.raises(ConfigError, match="made_up"):
         restore(committed, work)
