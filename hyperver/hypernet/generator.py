@@ -5,8 +5,8 @@ parametrisation (``OUTPUTS``, chosen by ``hypernet.generator.output``):
 
 - ``full``: one linear layer predicts a change for every one of f's P weights (hidden x P params);
 - ``lowrank``: the per-user change lies in a learned rank-r subspace of theta (P x r + hidden x r);
-- ``modulation``: FiLM-like, one scale per output channel of each weight tensor and one shift per
-  bias of a shared base f (a few hundred predicted values).
+- ``modulation``: FiLM-like, one scale per channel of each weight tensor and one shift per bias of a
+  shared base f, placed where f's instance norm lets them act (a few hundred predicted values).
 
 The smaller outputs are meant to generalise from few identities (issue #17, item 4).
 """
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from .verifier import VerifierSpec, init_theta
+from .verifier import VerifierSpec, init_theta, normalised_layers
 
 # Std of the last layer's init: the per-user change starts small next to theta_base.
 _OUT_INIT_STD = 1e-3
@@ -61,35 +61,52 @@ class LowRankOutput(nn.Module):
         return theta_base + delta_scale * (self.coefficients(features) @ self.basis.T)
 
 
-def modulation_slots(spec: VerifierSpec) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """For each of f's P parameters, the index of the modulation value that moves it, whether it is
-    scaled (weights: one value per output channel, the tensor's first dim) or shifted (biases: one
-    value each), and the number of values."""
-    slot = torch.empty(spec.n_params, dtype=torch.long)
+def modulation_slots(spec: VerifierSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """For each of f's P parameters: the index of the modulation value that moves it, whether it is
+    scaled (weights) or shifted (biases), whether it is moved at all, and the number of values.
+
+    A scale must survive f's instance norm (``verifier.normalised_layers``): a conv followed by it is
+    scaled per *input* channel (a gain on the previous layer's normalised, rectified map, as FiLM after
+    the norm), its bias not at all; the layers after the norm (mix, head) per output channel and per bias.
+    Scaling the normalised convs per output channel had no effect on f at all (the first version)."""
+    normalised = normalised_layers(spec)
+    slot = torch.zeros(spec.n_params, dtype=torch.long)
     scaled = torch.zeros(spec.n_params, dtype=torch.bool)
+    moved = torch.zeros(spec.n_params, dtype=torch.bool)
     n_values = 0
     for name, (a, b, shape) in spec.offsets().items():
-        if name.endswith(".bias"):
-            slot[a:b] = torch.arange(n_values, n_values + (b - a))
-            n_values += b - a
+        layer, kind = name.rsplit(".", 1)
+        if kind == "bias":
+            if layer not in normalised:
+                slot[a:b] = torch.arange(n_values, n_values + (b - a))
+                moved[a:b] = True
+                n_values += b - a
+            continue
+        out, per_group = shape[0], shape[1]
+        if layer in normalised:     # input channel (group of o) * per_group + j for weight [o, j, ...]
+            groups = spec.groups[int(layer.removeprefix("conv"))]
+            o, j = torch.meshgrid(torch.arange(out), torch.arange(per_group), indexing="ij")
+            index = (o // (out // groups)) * per_group + j
+            slot[a:b] = n_values + index[:, :, None, None].expand(shape).flatten()
+            n_values += groups * per_group
         else:
-            channels = shape[0]
-            slot[a:b] = torch.arange(n_values, n_values + channels).repeat_interleave((b - a) // channels)
-            scaled[a:b] = True
-            n_values += channels
-    return slot, scaled, n_values
+            slot[a:b] = torch.arange(n_values, n_values + out).repeat_interleave((b - a) // out)
+            n_values += out
+        scaled[a:b] = moved[a:b] = True
+    return slot, scaled, moved, n_values
 
 
 class ModulationOutput(nn.Module):
-    """Per-layer modulation of the shared base: ``w * (1 + delta_scale * gamma_c)`` for each output
-    channel c of each weight tensor, ``b + delta_scale_b * beta`` for each bias.
+    """Per-layer modulation of the shared base: ``w * (1 + delta_scale * gamma_c)`` per channel c of each
+    weight tensor, ``b + delta_scale_b * beta`` per bias, where f's instance norm lets them act
+    (``modulation_slots``).
 
     Users can only re-weight and re-bias f's channels, not change their filters: few values per
     user, so little to fit per identity."""
 
     def __init__(self, spec: VerifierSpec, hidden: int, delta_scale: float, rank: int):
         super().__init__()
-        slot, scaled, n_values = modulation_slots(spec)
+        slot, scaled, moved, n_values = modulation_slots(spec)
         self.values = nn.Linear(hidden, n_values)
         nn.init.normal_(self.values.weight, std=_OUT_INIT_STD)
         nn.init.zeros_(self.values.bias)
@@ -97,11 +114,12 @@ class ModulationOutput(nn.Module):
         # Derived from the spec, so not saved (and not cast to float by save_generator).
         self.register_buffer("slot", slot, persistent=False)
         self.register_buffer("scaled", scaled, persistent=False)
+        self.register_buffer("moved", moved, persistent=False)
 
     def generate(self, features: torch.Tensor, theta_base: torch.Tensor, delta_scale: torch.Tensor) -> torch.Tensor:
         per_param = self.values(features)[:, self.slot]                        # (U, P)
         # theta_base * (1 + s * gamma) for weights, theta_base + delta_scale * beta for biases.
-        coefficient = torch.where(self.scaled, theta_base * self.scale_strength, delta_scale)
+        coefficient = torch.where(self.scaled, theta_base * self.scale_strength, delta_scale) * self.moved
         return theta_base + coefficient * per_param
 
 
@@ -115,7 +133,7 @@ class OutputKind:
 OUTPUTS: dict[str, OutputKind] = {
     "full": OutputKind(FullOutput, False, "a change for every parameter (hidden x P)"),
     "lowrank": OutputKind(LowRankOutput, True, "a change in a learned rank-r subspace (P x r + hidden x r)"),
-    "modulation": OutputKind(ModulationOutput, False, "a scale per output channel and a shift per bias"),
+    "modulation": OutputKind(ModulationOutput, False, "a scale per channel and a shift per bias, where the norm lets them act"),
 }
 
 

@@ -173,6 +173,12 @@ def init_theta(spec: VerifierSpec, generator: torch.Generator | None = None) -> 
     return torch.cat(parts)
 
 
+def normalised_layers(spec: VerifierSpec) -> frozenset[str]:
+    """The layers whose output goes through the affine-free instance norm in ``hidden_features``: a
+    per-output-channel scale of their weights, and their biases, are undone by it (no effect on f)."""
+    return frozenset(f"conv{i}" for i in range(len(spec.channels)))
+
+
 def hidden_features(spec: VerifierSpec, w: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """f up to fc1 + ReLU: images (N, 3, S, S) -> (N, hidden); ``w`` holds the layout's tensors."""
     h = x

@@ -96,29 +96,65 @@ def test_parameter_counts():
     assert P == 23009
     assert counts["full"] == hidden * P + P
     assert counts["lowrank"] == P * rank + hidden * rank + rank
-    n_values = sum(s[0] for n, s in spec.layout() if not n.endswith(".bias")) + \
-        sum(s[0] for n, s in spec.layout() if n.endswith(".bias"))
+    # normalised convs: one scale per input channel, no bias shift; mix and head: per output channel + biases
+    convs = [f"conv{i}" for i in range(len(spec.channels))]
+    shapes = dict(spec.layout())
+    n_values = sum(shapes[f"{c}.weight"][1] * g for c, g in zip(convs, spec.groups)) + \
+        sum(s[0] for n, s in spec.layout() if n.split(".")[0] not in convs)
     assert counts["modulation"] == hidden * n_values + n_values and 200 < n_values < 1000
 
 
-def test_modulation_scales_whole_output_channels():
+def test_modulation_slots_scale_channels_where_the_norm_keeps_them():
     spec = SMALL_F
-    slot, scaled, n_values = modulation_slots(spec)
+    slot, scaled, moved, n_values = modulation_slots(spec)
+    # conv1 (2 groups, followed by instance norm): one scale per input channel, shared by its group's outputs
     a, b, shape = spec.offsets()["conv1.weight"]
-    per_channel = slot[a:b].reshape(shape)
-    assert scaled[a:b].all() and (per_channel == per_channel[:, :1, :1, :1]).all()
-    assert per_channel[:, 0, 0, 0].unique().numel() == shape[0]
+    per_weight = slot[a:b].reshape(shape)
+    assert scaled[a:b].all() and (per_weight == per_weight[:, :, :1, :1]).all()
+    out, per_group = shape[:2]
+    half = out // 2
+    assert (per_weight[:half, :, 0, 0] == per_weight[:1, :, 0, 0]).all()        # same group, same scales
+    assert per_weight[:, :, 0, 0].unique().numel() == 2 * per_group              # = conv1's input channels
     a, b, _ = spec.offsets()["conv1.bias"]
-    assert not scaled[a:b].any() and slot[a:b].unique().numel() == b - a
-    assert slot.max() == n_values - 1 and slot.unique().numel() == n_values
-    # generated weights are the base's, scaled per output channel: their ratio is constant in a channel
+    assert not moved[a:b].any()                                                   # undone by the norm
+    # fc1 (after the norm): per output channel, and its bias shifted
+    a, b, shape = spec.offsets()["fc1.weight"]
+    assert (slot[a:b].reshape(shape) == slot[a:b].reshape(shape)[:, :1]).all()
+    a, b, _ = spec.offsets()["fc1.bias"]
+    assert moved[a:b].all() and not scaled[a:b].any() and slot[a:b].unique().numel() == b - a
+    assert slot[moved].unique().numel() == n_values and slot.max() == n_values - 1
+    # generated weights are the base's, scaled per slot: their ratio is constant within a slot
     gen = _generator("modulation")
     with torch.no_grad():
         gen.out.values.weight.normal_(std=0.1)
         theta = gen(_embeddings(1))[0]
-    a, b, shape = spec.offsets()["conv1.weight"]
+    a, b, shape = spec.offsets()["fc1.weight"]
     ratio = (theta[a:b] / gen.theta_base[a:b]).reshape(shape[0], -1)
     torch.testing.assert_close(ratio, ratio[:, :1].expand_as(ratio))
+
+
+def test_every_modulation_value_changes_f():
+    """The first version scaled the normalised convs per output channel: half its values did nothing."""
+    from hyperver.hypernet.verifier import forward, init_theta
+
+    spec = SMALL_F
+    gen = _generator("modulation")
+    n_values = gen.out.values.out_features
+    dead = set(range(n_values))
+    # a unit that no input activates (ReLU) hides its value for one random f: dead means dead for all three
+    for seed in range(3):
+        torch.manual_seed(seed)
+        base = init_theta(spec)
+        x = torch.rand(8, 3, spec.input_size, spec.input_size) * 2 - 1
+        with torch.no_grad():
+            reference = forward(spec, base, x)
+            for k in sorted(dead):
+                values = torch.zeros(n_values)
+                values[k] = 0.5
+                theta = base + torch.where(gen.out.scaled, base, torch.ones(())) * gen.out.moved * values[gen.out.slot]
+                if (forward(spec, theta, x) - reference).abs().max() > 1e-5:
+                    dead.discard(k)
+    assert not dead, f"{len(dead)} of {n_values} modulation values leave f unchanged"
 
 
 def _reference_full_theta(state: dict[str, torch.Tensor], e: torch.Tensor) -> torch.Tensor:
