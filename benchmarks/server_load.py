@@ -1,6 +1,6 @@
 """Enrollment server under load on 127.0.0.1: latency, throughput, and nothing lost across a restart.
 
-    python benchmarks/server_load.py --generator assets/hypernet/generator_mfn.safetensors \
+    python benchmarks/server_load.py --generator assets/hypernet/generator_v3.safetensors \
         --clients 1 4 16 --requests 16 32 64
 
 Spawns ``hyperver serve`` (a fresh registry in a temporary folder, a temporary API key and

@@ -1,6 +1,6 @@
 """Unlock cost on the device and what the artifact precisions cost in accuracy.
 
-    python benchmarks/unlock_latency.py --generator assets/hypernet/generator_mfn.safetensors
+    python benchmarks/unlock_latency.py --generator assets/hypernet/generator_v3.safetensors
     python benchmarks/unlock_latency.py --checkpoint checkpoints/hypernet_cpu/best.pt     # before export
 
 1. Latency, TFLite (ai-edge-litert), 1 thread, batch 1, median over --repeats invocations:

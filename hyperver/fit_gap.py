@@ -9,7 +9,7 @@ people with a small gap to the test people says the model underfits (compute or 
 a large gap says it has memorised its training people (data bound).
 
     hyperver fit-gap --embedders dlib largest=cache/subnets/supernet_cpu_r2/largest.safetensors \
-        --generator assets/hypernet/generator_mfn.safetensors --out results/fit_gap.json
+        --generator assets/hypernet/generator_v3.safetensors --out results/fit_gap.json
 """
 from __future__ import annotations
 

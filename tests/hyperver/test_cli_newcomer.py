@@ -35,7 +35,7 @@ def _json_lines(text: str) -> list[dict]:
 
 def test_help_shows_the_configured_values(monkeypatch, capsys):
     monkeypatch.setenv("COLUMNS", "250")   # one line per option: the checks below do not depend on wrapping
-    for command, expected in (("enroll", ["hypernet.generator_path = assets/hypernet/generator_mfn.safetensors"]),
+    for command, expected in (("enroll", ["hypernet.generator_path = assets/hypernet/generator_v3.safetensors"]),
                               ("serve", ["server.port = 8080", "server.host = 127.0.0.1", "HYPERVER_API_KEY",
                                          "HYPERVER_SERVER_KEY", "artifacts.signing_key = null"]),
                               ("unlock", ["device.trusted_keys = []"])):

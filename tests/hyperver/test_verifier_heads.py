@@ -11,7 +11,7 @@ from hyperver.hypernet.pretrain import EmbeddingF
 from hyperver.hypernet.verifier import HEADS, VerifierModule, VerifierSpec, forward, init_theta, unflatten
 from supernet.profile import count_params, mflops
 
-# What the shipped generator (assets/hypernet/generator_mfn.safetensors) and every signed artifact carry.
+# f v2: what the generators before #17's f v3 and their signed artifacts carry (configs/hypernet_cpu.yaml pins it).
 F_V2_VERSION = "f-v2-365d831eb8"
 V2_DICT = {"input_size": 64, "channels": [16, 32, 64, 64], "groups": [1, 2, 4, 4], "strides": [2, 2, 2, 2],
            "kernel": 3, "hidden": 32, "eps": 1e-05}
