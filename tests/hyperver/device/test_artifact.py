@@ -13,7 +13,9 @@ from hyperver.errors import ConfigError, ModelFileError
 
 # max |logit - torch| on real faces; fp16/int8 relative to the logits' scale (measured: fp16 ~2e-4,
 # int8 ~1.4% of it with this theta; their accuracy cost on LFW is in results/server_load.json).
-TOLERANCE = {"fp32": ("abs", 1e-4), "fp16": ("rel", 0.01), "int8": ("rel", 0.05)}
+# int8 (dynamic range) on this random verifier: ~3 % of the logit range for f v2, 6.3 % for f v3 (its 7x7 GDConv
+# weights quantised too); what int8 costs a trained verifier is measured on LFW by benchmarks/unlock_latency.py.
+TOLERANCE = {"fp32": ("abs", 1e-4), "fp16": ("rel", 0.01), "int8": ("rel", 0.08)}
 
 
 def _torch_logits(spec, theta, crops):
