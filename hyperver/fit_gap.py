@@ -8,7 +8,7 @@ test-fold figures of the reports use 10-fold thresholds instead). Low accuracy o
 people with a small gap to the test people says the model underfits (compute or capacity bound);
 a large gap says it has memorised its training people (data bound).
 
-    hyperver fit-gap --embedders dlib largest=cache/subnets/supernet_cpu_r2/largest.safetensors \
+    hyperver fit-gap --embedders mobilefacenet largest=cache/subnets/supernet_mfn/largest.safetensors \
         --generator assets/hypernet/generator_v3.safetensors --out results/fit_gap.json
 """
 from __future__ import annotations

@@ -148,10 +148,11 @@ def test_every_modulation_value_changes_f():
         x = torch.rand(8, 3, spec.input_size, spec.input_size) * 2 - 1
         with torch.no_grad():
             reference = forward(spec, base, x)
-            for k in sorted(dead):
-                values = torch.zeros(n_values)
-                values[k] = 0.5
-                theta = base + torch.where(gen.out.scaled, base, torch.ones(())) * gen.out.moved * values[gen.out.slot]
+            gen.out.values.weight.zero_()
+            for k in sorted(dead):   # through the output's own generate: only value k is non-zero
+                gen.out.values.bias.zero_()
+                gen.out.values.bias[k] = 5.0
+                theta = gen.out.generate(torch.zeros(1, HIDDEN), base, torch.tensor(1.0))[0]
                 if (forward(spec, theta, x) - reference).abs().max() > 1e-5:
                     dead.discard(k)
     assert not dead, f"{len(dead)} of {n_values} modulation values leave f unchanged"
